@@ -1,0 +1,144 @@
+"""Decisions (决定书): numbering and freezing at transition time, rendering by a job.
+
+``create_decision`` runs inside the transition's transaction: it allocates the document
+number (gapless per prefix and year), freezes the plain data the letter is rendered from,
+and records a render job in the outbox. ``render_decision`` (the job) renders that frozen
+data once; if a PDF is already stored it does nothing, so a retried or duplicated job
+never produces a second, different document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from . import outbox
+from .definitions.schema import DocumentSpec
+from .models import Decision
+
+if TYPE_CHECKING:
+    from .effects import EffectContext
+    from .storage import LocalStorage
+
+TITLES = {
+    "approval": ("关于给予{org}{program}的决定", "Decision to grant {program} to {org}"),
+    "rejection": ("关于不予给予{org}{program}的决定", "Decision not to grant {program} to {org}"),
+    "recognition": ("关于认定{org}专利密集型产品的决定", "Recognition decision for {org}"),
+}
+
+
+def create_decision(ctx: EffectContext, spec: DocumentSpec) -> Decision:
+    from .domain import format_chinese_date, format_doc_number, format_yuan, rmb_upper
+    from .effects import allocate_seq, fen_to_yuan, new_verification_code
+
+    app = ctx.application
+    params = ctx.names["params"]
+    prefix = str(getattr(params, ctx.program.doc_prefix_param))
+    year = ctx.today.year
+    seq = allocate_seq(ctx.session, prefix, year)
+    number = format_doc_number(prefix, year, seq)
+    org = app.organization
+    program_name = ctx.program.name.zh
+    amount_fen = app.award_fen if spec.kind in ("approval", "recognition") else None
+    title_zh = TITLES[spec.kind][0].format(org=org.name, program=program_name)
+    paragraphs = _body(spec.kind, app, program_name, ctx.reason)
+    data: dict[str, Any] = {
+        "authority": str(getattr(params, "issuing_authority", "长春市市场监督管理局")),
+        "doc_number": number,
+        "title": title_zh,
+        "addressee": org.name,
+        "credit_code": org.credit_code,
+        "program_name": program_name,
+        "call_title": app.call.title,
+        "application_number": app.number,
+        "body_paragraphs": paragraphs,
+        "reason": ctx.reason or "",
+        "date_text": format_chinese_date(ctx.today),
+        "lang": "zh",
+        "items": _items(app) if spec.kind == "recognition" else [],
+    }
+    if amount_fen is not None:
+        data["amount_figures"] = format_yuan(amount_fen)
+        data["amount_capitals"] = rmb_upper(fen_to_yuan(amount_fen))
+    decision = Decision(
+        application_id=app.id,
+        kind=spec.kind,
+        doc_prefix=prefix,
+        doc_year=year,
+        doc_seq=seq,
+        doc_number=number,
+        amount_fen=amount_fen,
+        template=spec.template,
+        render_data=data,
+        verification_code=new_verification_code(),
+    )
+    ctx.session.add(decision)
+    ctx.session.flush([decision])
+    outbox.enqueue(
+        ctx.session,
+        "render_decision",
+        {"decision_id": decision.id},
+        queue="documents",
+        job_id=f"render-decision-{decision.id}",
+    )
+    return decision
+
+
+def _body(kind: str, app: Any, program_name: str, reason: str | None) -> list[str]:
+    call = app.call.title
+    if kind == "approval":
+        return [
+            f"你单位于{app.submitted_at:%Y年%-m月%-d日}提交的{call}申报（申报编号 {app.number}），"
+            f"经资格审查、审定和公示，符合{program_name}的条件。",
+            "经研究，决定给予你单位奖励（资助）如下。资金将拨付至你单位登记的银行账户。",
+        ]
+    if kind == "recognition":
+        return [
+            f"你单位于{app.submitted_at:%Y年%-m月%-d日}提交的{call}申报（申报编号 {app.number}），"
+            "经审查、评审和公示，下列产品认定为专利密集型产品。",
+        ]
+    return [
+        f"你单位提交的{call}申报（申报编号 {app.number or '—'}），经审查，不予支持。",
+        "如对本决定不服，可以自收到本决定书之日起六十日内依法申请行政复议，"
+        "或者在六个月内依法提起行政诉讼。",
+    ]
+
+
+def _items(app: Any) -> list[dict[str, str]]:
+    rows = (app.snapshot or {}).get("form", {}).get("products") or []
+    return [
+        {"name": str(r.get("product_name", "")), "model": str(r.get("model", ""))}
+        for r in rows
+        if isinstance(r, dict)
+    ]
+
+
+def render_decision(
+    session: Session, decision_id: int, storage: LocalStorage, public_base_url: str
+) -> str | None:
+    """Render and store a decision's PDF once. Returns the sha256, or None if missing."""
+    from .documents import render_pdf
+    from .documents.qr import qr_data_uri
+
+    decision = session.get(Decision, decision_id, with_for_update=True)
+    if decision is None:
+        return None
+    if (
+        decision.pdf_sha256
+        and decision.pdf_storage_key
+        and storage.exists(decision.pdf_storage_key)
+    ):
+        return decision.pdf_sha256
+    data = dict(decision.render_data)
+    verify_url = f"{public_base_url.rstrip('/')}/verify/{decision.verification_code}"
+    data["verification_code"] = decision.verification_code
+    data["verify_url"] = verify_url
+    data["qr_data_uri"] = qr_data_uri(verify_url)
+    pdf = render_pdf(decision.template, data)
+    key, digest = storage.put(pdf, prefix="decisions")
+    decision.pdf_storage_key = key
+    decision.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+    assert decision.pdf_sha256 == digest
+    return digest

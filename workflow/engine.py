@@ -1,0 +1,395 @@
+"""The workflow engine: one ``transitions`` machine per definition version, and ``fire``.
+
+Machines are built once per stored definition version and cached; they are never
+attached to rows (``auto_transitions=False``, ``model_attribute="state"``): firing an
+event passes the ORM object to the shared machine, which reads and writes its ``state``
+column. Guards are real machine conditions, so the machine picks the branch; before that
+the engine evaluates the same guards itself to explain which rule failed and why.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+from transitions import Machine
+
+from . import effects
+from .audit import record_event
+from .context import build_names, table_functions
+from .definitions.loader import parse_program
+from .definitions.schema import Program, Transition
+from .errors import (
+    ConflictError,
+    GuardFailed,
+    PermissionDenied,
+    TransitionNotAllowed,
+    ValidationFailed,
+)
+from .expressions import ExpressionError, evaluate
+from .models import Application, AuditEvent, Objection, ProgramDefinition, Review, User, utcnow
+from .permissions import Actor, SystemActor, can_fire, roles_for
+
+
+class _Guard:
+    """A machine condition evaluating one guard expression against the event's names."""
+
+    def __init__(self, expr: str):
+        self.expr = expr
+
+    def __call__(self, event: Any) -> bool:
+        names, functions = event.kwargs["names"], event.kwargs["functions"]
+        return bool(evaluate(self.expr, names, functions))
+
+
+@dataclass
+class CompiledDefinition:
+    id: int
+    version: int
+    program: Program
+    machine: Machine
+    by_trigger: dict[str, list[Transition]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, row_id: int, version: int, program: Program) -> CompiledDefinition:
+        machine = Machine(
+            model=None,
+            states=[s.name for s in program.states],
+            initial=program.initial,
+            auto_transitions=False,
+            send_event=True,
+            model_attribute="state",
+        )
+        by_trigger: dict[str, list[Transition]] = {}
+        for t in program.transitions:
+            machine.add_transition(
+                t.trigger, t.source, t.dest, conditions=[_Guard(g) for g in t.guards]
+            )
+            by_trigger.setdefault(t.trigger, []).append(t)
+        return cls(row_id, version, program, machine, by_trigger)
+
+    def candidates(self, trigger: str, state: str) -> list[Transition]:
+        return [t for t in self.by_trigger.get(trigger, []) if state in t.source]
+
+    def transitions_from(self, state: str) -> list[Transition]:
+        return [t for t in self.program.transitions if state in t.source]
+
+
+_CACHE: dict[int, CompiledDefinition] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def compiled(session: Session, definition_id: int) -> CompiledDefinition:
+    """The compiled definition for a stored version (rows are immutable, so cache by id)."""
+    hit = _CACHE.get(definition_id)
+    if hit is not None:
+        return hit
+    row = session.get(ProgramDefinition, definition_id)
+    if row is None:
+        raise LookupError(f"no program definition with id {definition_id}")
+    program = parse_program(row.source_yaml, f"{row.code} v{row.version}")
+    built = CompiledDefinition.build(row.id, row.version, program)
+    with _CACHE_LOCK:
+        _CACHE.setdefault(definition_id, built)
+    return _CACHE[definition_id]
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+# ---------------------------------------------------------------- context
+
+
+def application_facts(session: Session, application: Application, program: Program) -> dict:
+    """What guards may ask about an application beyond its form (``app.*``)."""
+    org = application.organization
+    facts: dict[str, Any] = {
+        "state": application.state,
+        "district": application.district,
+        "org_type": org.org_type if org else None,
+        "award": (
+            None if application.award_fen is None else effects.fen_to_yuan(application.award_fen)
+        ),
+        "score": application.score,
+        "rank": application.rank,
+        "has_number": application.number is not None,
+    }
+    if program.scoring is not None and application.id is not None:
+        rows = session.execute(
+            select(Review.status, func.count())
+            .where(Review.application_id == application.id, Review.kind == "expert")
+            .group_by(Review.status)
+        ).all()
+        counts = dict(rows)
+        facts["experts_assigned"] = sum(v for k, v in counts.items() if k != "recused")
+        facts["experts_submitted"] = counts.get("submitted", 0)
+    if application.id is not None:
+        rows = session.execute(
+            select(Objection.status, func.count())
+            .where(Objection.application_id == application.id)
+            .group_by(Objection.status)
+        ).all()
+        counts = dict(rows)
+        facts["objections_pending"] = counts.get("pending", 0)
+        facts["objections_upheld"] = counts.get("upheld", 0)
+    return facts
+
+
+def names_for(
+    session: Session, application: Application, program: Program, today: date
+) -> dict[str, Any]:
+    org = application.organization
+    names = build_names(
+        program,
+        form_data=application.form_data or {},
+        call_params=application.call.params if application.call else {},
+        app=application_facts(session, application, program),
+        org={"district": org.district, "org_type": org.org_type, "credit_code": org.credit_code}
+        if org
+        else {},
+        today=today,
+    )
+    if program.eligibility:
+        # app.eligible: every blocking rule passes (guards use it to gate a review step).
+        from .rules import blocking_failures, check_eligibility
+
+        facts = object.__getattribute__(names["app"], "_data")
+        facts["eligible"] = not blocking_failures(
+            check_eligibility(program, names, table_functions())
+        )
+    return names
+
+
+# ---------------------------------------------------------------- firing
+
+
+@dataclass
+class FireResult:
+    from_state: str
+    to_state: str
+    transition: Transition
+
+
+def available_transitions(
+    session: Session, application: Application, actor: Actor, today: date | None = None
+) -> list[Transition]:
+    """Transitions ``actor`` may fire now (role, scope and guards), one per trigger."""
+    comp = compiled(session, application.definition_id)
+    today = today or date.today()
+    roles = roles_for(actor, application)
+    if not roles:
+        return []
+    names = None
+    functions = table_functions()
+    out: list[Transition] = []
+    seen: set[str] = set()
+    for t in comp.transitions_from(application.state):
+        if t.trigger in seen or not roles & set(t.roles):
+            continue
+        if names is None:
+            names = names_for(session, application, comp.program, today)
+        if all(_guard_ok(g, names, functions) for g in t.guards) and not _four_eyes_blocks(
+            session, comp.program, application, actor, t.trigger
+        ):
+            out.append(t)
+            seen.add(t.trigger)
+    return out
+
+
+def _guard_ok(expr: str, names: dict[str, Any], functions: dict[str, Any]) -> bool:
+    try:
+        return bool(evaluate(expr, names, functions))
+    except ExpressionError:
+        return False
+
+
+def _four_eyes_blocks(
+    session: Session, program: Program, application: Application, actor: Actor, trigger: str
+) -> bool:
+    rule = program.four_eyes
+    if not rule.enabled or trigger not in rule.approval_triggers or not isinstance(actor, User):
+        return False
+    if application.id is None:
+        return False
+    actions = [f"transition.{t}" for t in rule.review_triggers]
+    return (
+        session.scalar(
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.application_id == application.id,
+                AuditEvent.actor_id == actor.id,
+                AuditEvent.action.in_(actions),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def fire(
+    session: Session,
+    application: Application,
+    trigger: str,
+    actor: Actor,
+    *,
+    reason: str | None = None,
+    payload: dict[str, Any] | None = None,
+    today: date | None = None,
+    expected_version: int | None = None,
+) -> FireResult:
+    """Fire ``trigger`` on ``application`` as ``actor``: permission, guards, the machine,
+    effects, audit event, optimistic lock. Flushes; never commits.
+
+    ``expected_version`` is the version the user saw (from the form); a mismatch is a
+    conflict even before the database sees it.
+    """
+    comp = compiled(session, application.definition_id)
+    program = comp.program
+    today = today or date.today()
+    payload = payload or {}
+    if expected_version is not None and expected_version != application.version:
+        raise ConflictError()
+
+    candidates = comp.candidates(trigger, application.state)
+    if not candidates:
+        state = program.state(application.state)
+        raise TransitionNotAllowed(
+            f"当前状态“{state.label.zh}”下不能执行该操作。",
+            f"'{trigger}' is not possible in state '{state.label.en or state.name}'.",
+            trigger=trigger,
+            state=application.state,
+        )
+
+    names = names_for(session, application, program, today)
+    functions = table_functions()
+    chosen, failures = _choose(candidates, names, functions, program)
+    if chosen is None:
+        raise GuardFailed(failures)
+
+    if not can_fire(actor, application, chosen.roles):
+        raise PermissionDenied(
+            "您没有权限对该申报执行此操作。",
+            "You are not allowed to do this on this application.",
+            trigger=trigger,
+        )
+    if _four_eyes_blocks(session, program, application, actor, trigger):
+        raise PermissionDenied(
+            "四眼原则：资格审查人不能审定同一申报。",
+            "Four-eyes rule: whoever reviewed eligibility cannot also approve it.",
+            trigger=trigger,
+        )
+    reason = (reason or "").strip() or None
+    if reason is None and chosen.default_reason is not None:
+        reason = chosen.default_reason.zh
+    if chosen.reason_required and not reason:
+        raise ValidationFailed("请填写理由。", "A reason is required.", {"reason": ["required"]})
+
+    from_state = application.state
+    ok = comp.machine.events[trigger].trigger(application, names=names, functions=functions)
+    if not ok or application.state != chosen.dest:
+        # The machine and the pre-check disagree: never leave a half-applied change.
+        raise TransitionNotAllowed(
+            "状态机拒绝了该操作。", "The state machine refused this transition.", trigger=trigger
+        )
+
+    now = utcnow()
+    application.state_entered_at = now
+    ctx = effects.EffectContext(
+        session=session,
+        application=application,
+        program=program,
+        actor=actor,
+        transition=chosen,
+        names=names,
+        functions=functions,
+        payload=payload,
+        reason=reason,
+        today=today,
+    )
+    for name in chosen.effects:
+        effects.apply(name, ctx)
+    effects.apply_deadline(ctx)
+    effects.issue_documents(ctx)
+
+    actor_id = actor.id if isinstance(actor, User) else None
+    actor_role = _acting_role(actor, application, chosen)
+    record_event(
+        session,
+        action=f"transition.{trigger}",
+        entity_type="application",
+        entity_id=application.id,
+        application_id=application.id,
+        actor_id=actor_id,
+        actor_role=actor_role,
+        from_state=from_state,
+        to_state=application.state,
+        reason=reason,
+        data={k: v for k, v in ctx.audit_data.items()},
+        hashed_payload=application.form_data,
+        occurred_at=now,
+    )
+    effects.notify_applicant(ctx, from_state)
+    try:
+        session.flush()
+    except StaleDataError:
+        raise ConflictError() from None
+    return FireResult(from_state, application.state, chosen)
+
+
+def _acting_role(actor: Actor, application: Application, t: Transition) -> str:
+    if isinstance(actor, SystemActor):
+        return actor.role
+    roles = roles_for(actor, application) & set(t.roles)
+    return sorted(roles)[0] if roles else "?"
+
+
+def _choose(
+    candidates: list[Transition],
+    names: dict[str, Any],
+    functions: dict[str, Any],
+    program: Program,
+) -> tuple[Transition | None, list[dict[str, Any]]]:
+    failures: list[dict[str, Any]] = []
+    for t in candidates:
+        failed = []
+        for g in t.guards:
+            try:
+                ok = bool(evaluate(g, names, functions))
+                err = None
+            except ExpressionError as exc:
+                ok, err = False, exc.message
+            if not ok:
+                failed.append((g, err))
+        if not failed:
+            return t, []
+        for g, err in failed:
+            failures.append(_explain_guard(program, t, g, err))
+    return None, failures
+
+
+def _explain_guard(program: Program, t: Transition, guard: str, err: str | None) -> dict[str, Any]:
+    """Turn a failed guard into a message: rule references get the rule's own message."""
+    for rule in program.eligibility:
+        if rule.id in guard or rule.expr == guard:
+            return {
+                "guard": guard,
+                "rule": rule.id,
+                "zh": rule.reviewer_message.zh,
+                "en": rule.reviewer_message.en,
+                "error": err,
+            }
+    return {
+        "guard": guard,
+        "rule": None,
+        "zh": f"{t.label.zh}的条件不满足（{guard}）" + (f"：{err}" if err else ""),
+        "en": f"condition for '{t.label.en or t.trigger}' not met ({guard})"
+        + (f": {err}" if err else ""),
+        "error": err,
+    }

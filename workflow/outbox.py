@@ -1,0 +1,76 @@
+"""The job outbox: jobs are written in the transaction whose change they depend on and
+leave (to RQ, or run in-process) only after that transaction has committed.
+
+``commit(session)`` is the one place the request/CLI/job code commits: it commits, then
+relays the jobs that transaction created. If the process dies between the two, the rows
+are still there and ``relay_pending`` (run by the scheduler and ``flask outbox relay``)
+sends them later; deterministic job ids make a double send harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .models import OutboxJob, utcnow
+
+QUEUES = ("documents", "notifications", "exports", "scheduled")
+
+# Set by the web layer: takes (session, [OutboxJob]) and delivers them.
+_relay: Callable[[Session, list[OutboxJob]], None] | None = None
+
+
+def set_relay(fn: Callable[[Session, list[OutboxJob]], None] | None) -> None:
+    global _relay
+    _relay = fn
+
+
+def enqueue(session: Session, func: str, args: dict[str, Any], *, queue: str, job_id: str) -> None:
+    """Record a job. The same ``job_id`` twice is one job (idempotent)."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+    pending = session.info.setdefault("outbox_new", {})
+    if job_id in pending:
+        return
+    exists = session.scalar(select(OutboxJob.id).where(OutboxJob.job_id == job_id))
+    if exists is not None:
+        return
+    row = OutboxJob(job_id=job_id, queue=queue, func=func, args=args)
+    session.add(row)
+    pending[job_id] = row
+
+
+def commit(session: Session) -> None:
+    """Commit, then relay the jobs this transaction recorded."""
+    new = list(session.info.pop("outbox_new", {}).values())
+    session.commit()
+    if new and _relay is not None:
+        ids = [j.id for j in new]
+        jobs = session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids))).all()
+        _relay(session, list(jobs))
+
+
+def rollback(session: Session) -> None:
+    session.info.pop("outbox_new", None)
+    session.rollback()
+
+
+def mark_relayed(session: Session, job_ids: list[int]) -> None:
+    if job_ids:
+        session.execute(
+            update(OutboxJob).where(OutboxJob.id.in_(job_ids)).values(relayed_at=utcnow())
+        )
+        session.commit()
+
+
+def relay_pending(session: Session, limit: int = 500) -> int:
+    """Send jobs that were committed but never relayed (crash between commit and relay)."""
+    jobs = session.scalars(
+        select(OutboxJob).where(OutboxJob.relayed_at.is_(None)).order_by(OutboxJob.id).limit(limit)
+    ).all()
+    if jobs and _relay is not None:
+        _relay(session, list(jobs))
+    return len(jobs)
