@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from .definitions.schema import Program
-from .expressions import Record
+from .expressions import ExpressionError, Record
 from .values import typed_form, typed_params
 
 
@@ -18,7 +18,11 @@ def table_functions() -> dict[str, Callable[..., Any]]:
     from .domain import add_working_days, default_lpr_table, working_days_between
 
     def lpr(when: Any, term: str = "1y") -> Decimal:
-        return default_lpr_table().rate(when, term)
+        try:
+            return default_lpr_table().rate(when, term)
+        except (LookupError, ValueError) as exc:
+            # A month outside the table is a data problem the reviewer must see, not a crash.
+            raise ExpressionError(f"LPR not available: {exc}") from None
 
     return {
         "lpr": lpr,

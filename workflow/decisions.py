@@ -75,7 +75,7 @@ def create_decision(ctx: EffectContext, spec: DocumentSpec) -> Decision:
         verification_code=new_verification_code(),
     )
     ctx.session.add(decision)
-    ctx.session.flush([decision])
+    ctx.session.flush()
     outbox.enqueue(
         ctx.session,
         "render_decision",

@@ -292,53 +292,57 @@ def fire(
         raise ValidationFailed("请填写理由。", "A reason is required.", {"reason": ["required"]})
 
     from_state = application.state
-    ok = comp.machine.events[trigger].trigger(application, names=names, functions=functions)
-    if not ok or application.state != chosen.dest:
-        # The machine and the pre-check disagree: never leave a half-applied change.
-        raise TransitionNotAllowed(
-            "状态机拒绝了该操作。", "The state machine refused this transition.", trigger=trigger
-        )
-
-    now = utcnow()
-    application.state_entered_at = now
-    ctx = effects.EffectContext(
-        session=session,
-        application=application,
-        program=program,
-        actor=actor,
-        transition=chosen,
-        names=names,
-        functions=functions,
-        payload=payload,
-        reason=reason,
-        today=today,
-    )
-    for name in chosen.effects:
-        effects.apply(name, ctx)
-    effects.apply_deadline(ctx)
-    effects.issue_documents(ctx)
-
-    actor_id = actor.id if isinstance(actor, User) else None
-    actor_role = _acting_role(actor, application, chosen)
-    record_event(
-        session,
-        action=f"transition.{trigger}",
-        entity_type="application",
-        entity_id=application.id,
-        application_id=application.id,
-        actor_id=actor_id,
-        actor_role=actor_role,
-        from_state=from_state,
-        to_state=application.state,
-        reason=reason,
-        data={k: v for k, v in ctx.audit_data.items()},
-        hashed_payload=application.form_data,
-        occurred_at=now,
-    )
-    effects.notify_applicant(ctx, from_state)
     try:
+        ok = comp.machine.events[trigger].trigger(application, names=names, functions=functions)
+        if not ok or application.state != chosen.dest:
+            # The machine and the pre-check disagree: never leave a half-applied change.
+            raise TransitionNotAllowed(
+                "状态机拒绝了该操作。",
+                "The state machine refused this transition.",
+                trigger=trigger,
+            )
+
+        now = utcnow()
+        application.state_entered_at = now
+        ctx = effects.EffectContext(
+            session=session,
+            application=application,
+            program=program,
+            actor=actor,
+            transition=chosen,
+            names=names,
+            functions=functions,
+            payload=payload,
+            reason=reason,
+            today=today,
+        )
+        for name in chosen.effects:
+            effects.apply(name, ctx)
+        effects.apply_deadline(ctx)
+        effects.issue_documents(ctx)
+
+        actor_id = actor.id if isinstance(actor, User) else None
+        actor_role = _acting_role(actor, application, chosen)
+        record_event(
+            session,
+            action=f"transition.{trigger}",
+            entity_type="application",
+            entity_id=application.id,
+            application_id=application.id,
+            actor_id=actor_id,
+            actor_role=actor_role,
+            from_state=from_state,
+            to_state=application.state,
+            reason=reason,
+            data={k: v for k, v in ctx.audit_data.items()},
+            hashed_payload=application.form_data,
+            occurred_at=now,
+        )
+        effects.notify_applicant(ctx, from_state)
         session.flush()
     except StaleDataError:
+        # Someone else's transition of this row committed first (optimistic lock); the
+        # caller rolls back, so nothing of this attempt is written.
         raise ConflictError() from None
     return FireResult(from_state, application.state, chosen)
 

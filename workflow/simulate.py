@@ -169,6 +169,12 @@ def run_scenario(session: Session, data: dict[str, Any], out: Printer = print) -
         session.refresh(app)
         sc.apps.append(app)
     session.flush()
+    # Role users exist before any step, so a step rolled back on an expected error cannot
+    # take a user created inside it along.
+    for role in ("city_officer", "approver", "finance"):
+        _user(sc, role)
+    for app in sc.apps:
+        _user(sc, "district_officer", app.district)
 
     for n, step in enumerate(data.get("steps", []), start=1):
         step_today = _d(step.get("today", today))

@@ -1,5 +1,6 @@
 """Typed SQLAlchemy 2.0 models for the whole mission. Import models from here."""
 
+from . import sqlite as _sqlite  # noqa: F401  (engine event listeners)
 from .applications import Application, Attachment, Objection, PublicNotice, Review
 from .base import Base, utcnow
 from .decisions import Decision, DocNumberCounter

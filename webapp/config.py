@@ -1,0 +1,74 @@
+"""Configuration from the environment, with embedded defaults for development.
+
+DATABASE_URL   default: SQLite file in the instance folder
+REDIS_URL      unset: jobs run in-process right after the commit
+SECRET_KEY     required unless SHENBAO_ENV=development (or testing)
+STORAGE_DIR    attachments and documents; default: <instance>/storage
+PUBLIC_BASE_URL  used in QR codes and e-mails; default http://127.0.0.1:5000
+MAIL_SERVER / MAIL_PORT / MAIL_FROM / MAIL_USERNAME / MAIL_PASSWORD / MAIL_USE_TLS
+STAFF_2FA_REQUIRED  "1" to force TOTP for staff accounts
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+def normalize_db_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def from_env(instance_path: str, overrides: dict | None = None) -> dict:
+    env = os.environ.get("SHENBAO_ENV", "production")
+    dev = env in ("development", "testing")
+    instance = Path(instance_path)
+    secret = os.environ.get("SECRET_KEY")
+    if not secret:
+        if not dev and not (overrides or {}).get("SECRET_KEY"):
+            raise ConfigError("SECRET_KEY must be set outside development (SHENBAO_ENV).")
+        secret = "dev-only-not-secret"  # noqa: S105 (development only, refused in production)
+    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'shenbao.db'}"
+    cfg = {
+        "SHENBAO_ENV": env,
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": normalize_db_url(db_url),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        "STORAGE_DIR": os.environ.get("STORAGE_DIR") or str(instance / "storage"),
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER") or None,
+        "MAIL_PORT": int(os.environ.get("MAIL_PORT", "25")),
+        "MAIL_FROM": os.environ.get("MAIL_FROM", "noreply@shenbao.local"),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME") or None,
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD") or None,
+        "MAIL_USE_TLS": _flag("MAIL_USE_TLS", False),
+        "STAFF_2FA_REQUIRED": _flag("STAFF_2FA_REQUIRED", False),
+        "BABEL_DEFAULT_LOCALE": "zh",
+        "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),
+        "BOOTSTRAP_SERVE_LOCAL": True,
+        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not dev),
+        "REMEMBER_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", not dev),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+    cfg.update(overrides or {})
+    return cfg
