@@ -14,6 +14,7 @@ $(BIN)/flask: pyproject.toml
 	touch $(BIN)/flask
 
 setup: $(BIN)/flask
+	$(BIN)/flask i18n compile
 
 # Set up and serve on embedded defaults: SQLite in ./instance, jobs in-process, demo data.
 run: setup

@@ -31,10 +31,11 @@ users_cli = AppGroup("users", help="Manage user accounts.")
 demo_cli = AppGroup("demo", help="Demo data.")
 outbox_cli = AppGroup("outbox", help="The job outbox.")
 audit_cli = AppGroup("audit", help="The audit trail.")
+i18n_cli = AppGroup("i18n", help="Translations.")
 
 
 def register_cli(app: Flask) -> None:
-    for group in (definitions_cli, users_cli, demo_cli, outbox_cli, audit_cli):
+    for group in (definitions_cli, users_cli, demo_cli, outbox_cli, audit_cli, i18n_cli):
         app.cli.add_command(group)
     app.cli.add_command(setup_command)
     app.cli.add_command(worker_command)
@@ -252,3 +253,11 @@ def audit_verify() -> None:
         return
     click.echo(f"AUDIT CHAIN BROKEN: {result.problem} (checked {result.checked})", err=True)
     sys.exit(1)
+
+
+@i18n_cli.command("compile")
+def i18n_compile() -> None:
+    """Compile webapp/translations/en/*.yaml into the English message catalog."""
+    from .i18n import compile_catalog
+
+    click.echo(f"compiled {compile_catalog()} English messages")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, render_template, request, session
-from flask_babel import get_locale
+from flask_babel import get_locale, refresh
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
@@ -81,6 +81,11 @@ def register(app: Flask) -> None:
     app.jinja_env.globals.update(
         t=text, lang=lang, has_endpoint=lambda name: name in app.view_functions
     )
+
+    @app.before_request
+    def _fresh_locale() -> None:
+        # Flask-Babel caches the locale on the app context; start each request afresh.
+        refresh()
 
     @app.after_request
     def _finish(response):

@@ -1,20 +1,18 @@
-"""Blueprints. Each module owns one audience: the public, applicants, reviewers,
-finance, administrators."""
+"""Blueprints. Each module in this package owns one audience or area (the public,
+applicants, reviewers, finance, administrators, ...) and exposes ``bp``; every such module
+is registered, so adding an area is adding a module."""
 
 from __future__ import annotations
 
-from flask import Flask
+import importlib
+import pkgutil
+
+from flask import Blueprint, Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import public
-
-    app.register_blueprint(public.bp)
-    for name in ("auth", "portal", "workbench", "finance", "admin"):
-        try:
-            module = __import__(f"webapp.views.{name}", fromlist=["bp"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"webapp.views.{name}":
-                raise
-            continue
-        app.register_blueprint(module.bp)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        bp = getattr(module, "bp", None)
+        if isinstance(bp, Blueprint):
+            app.register_blueprint(bp)
