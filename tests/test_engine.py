@@ -85,7 +85,8 @@ def test_guard_failure_names_the_rule(session, make, cert_form):
     assert app.state == "city_review"
     with pytest.raises(GuardFailed) as info:
         fire(session, app, "pass_eligibility", make.user("city_officer"), today=TODAY)
-    assert "app.eligible" in info.value.failures[0]["guard"]
+    assert info.value.failures[0]["rule"] == "A6"
+    assert "A6" in info.value.zh and "窗口" in info.value.zh
     failed = [r["id"] for r in app.eligibility if not r["passed"]]
     assert failed == ["A6"]
 

@@ -374,8 +374,28 @@ def _choose(
         if not failed:
             return t, []
         for g, err in failed:
+            if "app.eligible" in g:
+                failures.extend(_failed_rules(program, names, functions))
             failures.append(_explain_guard(program, t, g, err))
     return None, failures
+
+
+def _failed_rules(
+    program: Program, names: dict[str, Any], functions: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The blocking eligibility rules behind a failed ``app.eligible`` guard."""
+    from .rules import blocking_failures, check_eligibility
+
+    return [
+        {
+            "guard": "app.eligible",
+            "rule": r.id,
+            "zh": f"{r.id} {r.reviewer_message['zh']}",
+            "en": f"{r.id} {r.reviewer_message.get('en') or r.reviewer_message['zh']}",
+            "error": r.error,
+        }
+        for r in blocking_failures(check_eligibility(program, names, functions))
+    ]
 
 
 def _explain_guard(program: Program, t: Transition, guard: str, err: str | None) -> dict[str, Any]:
