@@ -176,3 +176,11 @@ def test_changed_definition_becomes_new_version(session):
     assert second.created and second.version == first.version + 1
     rows = session.query(ProgramDefinition).filter_by(code="certification_reward").count()
     assert rows == second.version
+
+
+def test_lint_checks_row_conditions():
+    mutate = _set(["eligibility", 0, "expr"], "all_rows(form.invoices, 'row.no_such > 0')")
+    problems = [str(p) for p in lint_program(parse_program(broken(mutate), "x.yaml"))]
+    assert any("unknown field 'row.no_such' in group 'invoices'" in p for p in problems), problems
+    ok = _set(["eligibility", 0, "expr"], "all_rows(form.invoices, 'row.amount > 0')")
+    assert not [p for p in lint_program(parse_program(broken(ok), "x.yaml")) if "row" in str(p)]

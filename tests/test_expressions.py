@@ -94,3 +94,19 @@ def test_errors_name_the_expression():
 def test_referenced_names_for_lint():
     names = referenced_names("min(form.a, params.cap) + sum(pluck(form.loans, 'x')) + base")
     assert names == {("form", "a"), ("params", "cap"), ("form", "loans"), ("base",)}
+
+
+def test_row_functions_evaluate_a_condition_per_row():
+    form = Record(
+        {"loans": [{"p": Decimal(5), "ok": True}, {"p": Decimal(0), "ok": False}]}, "form"
+    )
+    names = {"form": form, "params": Record({"min": Decimal(1)}, "params")}
+    assert evaluate("count_if(form.loans, 'row.p >= params.min')", names) == Decimal(1)
+    assert evaluate("all_rows(form.loans, 'row.ok')", names) is False
+    assert evaluate("any_row(form.loans, 'row.ok and row.p > 0')", names) is True
+    with pytest.raises(ExpressionError):
+        evaluate("count_if(form.loans, 'count_if(form.loans, \"row.ok\")')", names)
+    with pytest.raises(ExpressionError):
+        evaluate("count_if(form.loans, 'row.__class__')", names)
+    with pytest.raises(ExpressionError, match="quoted"):
+        evaluate("count_if(form.loans, 1)", names)

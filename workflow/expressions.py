@@ -415,6 +415,45 @@ def _cached_parse(source: str) -> ast.Expression:
     return tree
 
 
+ROW_FUNCTIONS = ("count_if", "all_rows", "any_row")
+
+
+def _row_functions(outer: _Evaluator) -> dict[str, Callable[..., Any]]:
+    """Per-row predicates over a repeatable group: ``count_if(form.loans, "row.x > 0")``.
+
+    The inner expression is a string literal evaluated once per row with ``row`` bound; it
+    shares the outer evaluation's step and time budget and cannot nest another row function.
+    """
+
+    def rows_and_tree(name: str, rows: Any, expr: Any) -> tuple[list[Any], ast.Expression]:
+        if not isinstance(rows, list | tuple):
+            raise ExpressionError(f"{name}() needs a repeatable group as its first argument")
+        if not isinstance(expr, str):
+            raise ExpressionError(f"{name}() needs the row condition as a quoted string")
+        if len(rows) > MAX_LIST:
+            raise ExpressionError("list too long")
+        return list(rows), _cached_parse(expr)
+
+    def each(name: str, rows: Any, expr: Any) -> list[bool]:
+        items, tree = rows_and_tree(name, rows, expr)
+        inner_fns = {k: v for k, v in outer.functions.items() if k not in ROW_FUNCTIONS}
+        results = []
+        for row in items:
+            names = dict(outer.names)
+            names["row"] = row if isinstance(row, Record) else wrap(row, "row")
+            inner = _Evaluator(names, inner_fns)
+            inner._steps, inner._deadline = outer._steps, outer._deadline
+            results.append(bool(inner._eval(tree.body)))
+            outer._steps = inner._steps
+        return results
+
+    return {
+        "count_if": lambda rows, expr: Decimal(sum(each("count_if", rows, expr))),
+        "all_rows": lambda rows, expr: all(each("all_rows", rows, expr)),
+        "any_row": lambda rows, expr: any(each("any_row", rows, expr)),
+    }
+
+
 def evaluate(
     source: str,
     names: Mapping[str, Any],
@@ -426,6 +465,7 @@ def evaluate(
     if functions:
         fns.update(functions)
     evaluator = _Evaluator(names, fns)
+    evaluator.functions.update(_row_functions(evaluator))
     try:
         return evaluator.run(tree.body)
     except ExpressionError as exc:

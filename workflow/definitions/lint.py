@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..expressions import FUNCTIONS, ExpressionError, called_functions, referenced_names
+from ..expressions import (
+    FUNCTIONS,
+    ROW_FUNCTIONS,
+    ExpressionError,
+    called_functions,
+    referenced_names,
+)
 from ..models import ROLES, SYSTEM_ROLES
 from .schema import AwardStep, Program
 
@@ -120,7 +126,7 @@ def _lint_expressions(program: Program) -> list[Problem]:
     fields = program.all_fields()
     groups = {s.key: {f.key for f in s.fields} for s in program.repeatable_sections()}
     params = set(program.parameters)
-    functions = set(FUNCTIONS) | TABLE_FUNCTIONS
+    functions = set(FUNCTIONS) | TABLE_FUNCTIONS | set(ROW_FUNCTIONS)
 
     def check(where: str, expr: str, extra: set[str] | None = None, row: str | None = None):
         try:
@@ -174,6 +180,30 @@ def _lint_expressions(program: Program) -> list[Problem]:
                 name = node.args[1].value
                 if group in groups and name not in groups[group]:
                     out.append(Problem(where, f"'{name}' is not a field of group '{group}'"))
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ROW_FUNCTIONS
+            ):
+                if (
+                    len(node.args) != 2
+                    or not isinstance(node.args[0], ast.Attribute)
+                    or node.args[0].attr not in groups
+                    or not isinstance(node.args[1], ast.Constant)
+                    or not isinstance(node.args[1].value, str)
+                ):
+                    out.append(
+                        Problem(
+                            where, f"{node.func.id}() takes form.<group> and a quoted row condition"
+                        )
+                    )
+                else:
+                    check(
+                        f"{where} ({node.func.id} row condition)",
+                        node.args[1].value,
+                        extra=extra,
+                        row=node.args[0].attr,
+                    )
 
     for s in program.form.sections:
         if s.visible_if:
