@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, g, has_app_context
+from flask.testing import FlaskClient
 from flask_sqlalchemy.session import Session as FsaSession
 from sqlalchemy import create_engine, text
 
@@ -131,8 +132,21 @@ def session(app: Flask) -> Iterator[Any]:
             connection.close()
 
 
+class _Client(FlaskClient):
+    """Test client for the shared app context: before each request, commit what the test
+    has set up (a refused request then rolls back only its own work, as in production) and
+    forget the user Flask-Login cached for the previous request."""
+
+    def open(self, *args, **kwargs):
+        if has_app_context():
+            db.session.commit()
+            g.pop("_login_user", None)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app: Flask, session: Any):
+    app.test_client_class = _Client
     return app.test_client()
 
 
@@ -306,3 +320,47 @@ def login(client: Any, user: User) -> None:
 
 def yuan(fen: int | None) -> Decimal | None:
     return None if fen is None else Decimal(fen) / 100
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reliability_figures():
+    """Write the reliability figures recorded by the property tests at the end of the run."""
+    yield
+    from tests import reliability
+
+    reliability.flush()
+
+
+@pytest.fixture(scope="module")
+def committed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """An app on its OWN database, for tests whose threads commit for real (concurrency,
+    faults): PostgreSQL database ``<test db>_committed`` recreated per module, or a fresh
+    SQLite file. The shared test database stays free of committed rows."""
+    from flask_migrate import upgrade
+    from sqlalchemy.engine import make_url
+
+    storage = str(tmp_path_factory.mktemp("committed-storage"))
+    admin = None
+    if is_postgres():
+        base = make_url(normalize_db_url(os.environ["TEST_DATABASE_URL"]))
+        name = f"{base.database}_committed"
+        admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = base.set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('committed') / 'committed.db'}"
+    application = make_app(url, storage)
+    with application.app_context():
+        upgrade()
+        sync_definitions(db.session)
+        db.session.commit()
+        db.session.remove()
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+    if admin is not None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

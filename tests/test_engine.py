@@ -198,12 +198,12 @@ def test_one_machine_per_definition_version(session, make, submitted):
 
 @pytest.mark.postgres
 @pytest.mark.skipif(not is_postgres(), reason="needs PostgreSQL (TEST_DATABASE_URL)")
-def test_concurrent_transitions_one_wins(app, cert_form):
+def test_concurrent_transitions_one_wins(committed_app, cert_form):
     """Two database sessions fire the same transition: one succeeds, one conflicts."""
     from tests.conftest import Factory
     from webapp.extensions import db
 
-    with app.app_context():
+    with committed_app.app_context():
         engine = db.engine
         with Session(engine) as setup:
             make = Factory(setup)

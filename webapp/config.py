@@ -7,6 +7,8 @@ STORAGE_DIR    attachments and documents; default: <instance>/storage
 PUBLIC_BASE_URL  used in QR codes and e-mails; default http://127.0.0.1:5000
 MAIL_SERVER / MAIL_PORT / MAIL_FROM / MAIL_USERNAME / MAIL_PASSWORD / MAIL_USE_TLS
 STAFF_2FA_REQUIRED  "1" to force TOTP for staff accounts
+LOGIN_IP_FAILURES_PER_MINUTE  failed logins per client address per minute (default 10)
+PROXY_FIX      "1" behind a reverse proxy: trust one X-Forwarded-For/Proto hop
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def from_env(instance_path: str, overrides: dict | None = None) -> dict:
         "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD") or None,
         "MAIL_USE_TLS": _flag("MAIL_USE_TLS", False),
         "STAFF_2FA_REQUIRED": _flag("STAFF_2FA_REQUIRED", False),
+        "LOGIN_IP_FAILURES_PER_MINUTE": int(os.environ.get("LOGIN_IP_FAILURES_PER_MINUTE", "10")),
+        "PROXY_FIX": _flag("PROXY_FIX", False),
         "BABEL_DEFAULT_LOCALE": "zh",
         "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),
         "BOOTSTRAP_SERVE_LOCAL": True,

@@ -90,7 +90,10 @@ def register(app: Flask) -> None:
     @app.after_request
     def _finish(response):
         # One commit per request, at the end; anything that failed rolls back.
-        if response.status_code < 400 and not g.get("rolled_back"):
+        # Views may ask to keep their writes on an error status (a failed login must still
+        # count the failure and its audit event): g.commit_anyway.
+        wanted = response.status_code < 400 or g.get("commit_anyway")
+        if wanted and not g.get("rolled_back"):
             try:
                 outbox.commit(db.session)
             except (IntegrityError, StaleDataError):

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .effects import EffectContext
     from .storage import LocalStorage
 
+DEFAULT_AUTHORITY = "长春市市场监督管理局"
 TITLES = {
     "approval": ("关于给予{org}{program}的决定", "Decision to grant {program} to {org}"),
     "rejection": ("关于不予给予{org}{program}的决定", "Decision not to grant {program} to {org}"),
@@ -45,7 +46,9 @@ def create_decision(ctx: EffectContext, spec: DocumentSpec) -> Decision:
     title_zh = TITLES[spec.kind][0].format(org=org.name, program=program_name)
     paragraphs = _body(spec.kind, app, program_name, ctx.reason)
     data: dict[str, Any] = {
-        "authority": str(getattr(params, "issuing_authority", "长春市市场监督管理局")),
+        "authority": str(params.issuing_authority)
+        if "issuing_authority" in ctx.program.parameters
+        else DEFAULT_AUTHORITY,
         "doc_number": number,
         "title": title_zh,
         "addressee": org.name,

@@ -44,7 +44,12 @@ class _Guard:
 
     def __call__(self, event: Any) -> bool:
         names, functions = event.kwargs["names"], event.kwargs["functions"]
-        return bool(evaluate(self.expr, names, functions))
+        try:
+            return bool(evaluate(self.expr, names, functions))
+        except ExpressionError:
+            # Same rule as the engine's pre-check: a guard that cannot be evaluated is false,
+            # so the machine moves on to the next branch instead of raising.
+            return False
 
 
 @dataclass

@@ -432,7 +432,12 @@ def memory_session() -> Session:
 def main(argv: list[str] | None = None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     status = 0
+    from .engine import clear_cache
+
     for path in argv:
+        # Each file gets a fresh in-memory database whose ids restart at 1: forget the
+        # machines compiled for the previous file.
+        clear_cache()
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         with memory_session() as session:
             try:

@@ -51,11 +51,28 @@ class Problem:
 
 def lint_program(program: Program) -> list[Problem]:
     problems: list[Problem] = []
+    problems += _lint_consistency(program)
     problems += _lint_graph(program)
     problems += _lint_roles(program)
     problems += _lint_expressions(program)
     problems += _lint_documents(program)
     return problems
+
+
+def _lint_consistency(program: Program) -> list[Problem]:
+    out = []
+    triggers = {t.trigger for t in program.transitions}
+    fe = program.four_eyes
+    for name in [*fe.review_triggers, *fe.approval_triggers]:
+        if name not in triggers:
+            out.append(Problem("four_eyes", f"'{name}' is not a transition trigger"))
+    has_documents = any(s.documents for s in program.states)
+    if has_documents and "issuing_authority" not in program.parameters:
+        out.append(Problem("parameters", "states produce documents: define 'issuing_authority'"))
+    uses_eligible = any("app.eligible" in g for t in program.transitions for g in t.guards)
+    if uses_eligible and not program.eligibility:
+        out.append(Problem("transitions", "a guard uses app.eligible but there are no rules"))
+    return out
 
 
 def _lint_graph(program: Program) -> list[Problem]:
@@ -198,26 +215,47 @@ def _lint_expressions(program: Program) -> list[Problem]:
                         )
                     )
                 else:
+                    inner = node.args[1].value
+                    try:
+                        nested = called_functions(inner) & set(ROW_FUNCTIONS)
+                    except ExpressionError:
+                        nested = set()
+                    if nested:
+                        out.append(
+                            Problem(where, f"row functions cannot be nested ({sorted(nested)})")
+                        )
                     check(
                         f"{where} ({node.func.id} row condition)",
-                        node.args[1].value,
+                        inner,
                         extra=extra,
                         row=node.args[0].attr,
                     )
 
+    def form_only(where: str, expr: str) -> None:
+        # Forms are evaluated while typing: only form, params and row are known there.
+        try:
+            heads = {p[0] for p in referenced_names(expr)}
+            calls = called_functions(expr)
+        except ExpressionError:
+            return
+        for head in heads - {"form", "params", "row"} - LITERALS:
+            out.append(Problem(where, f"'{head}' is not available in forms (only form, params)"))
+        for fn in calls & (TABLE_FUNCTIONS | set(ROW_FUNCTIONS)):
+            out.append(Problem(where, f"'{fn}' is not available in forms"))
+
     for s in program.form.sections:
         if s.visible_if:
             check(f"form.{s.key}.visible_if", s.visible_if)
+            form_only(f"form.{s.key}.visible_if", s.visible_if)
         for f in s.fields:
             if f.visible_if:
-                check(
-                    f"form.{s.key}.{f.key}.visible_if",
-                    f.visible_if,
-                    row=s.key if s.repeatable else None,
-                )
+                where = f"form.{s.key}.{f.key}.visible_if"
+                check(where, f.visible_if, row=s.key if s.repeatable else None)
+                form_only(where, f.visible_if)
     for m in program.materials:
         if m.required_if:
             check(f"materials.{m.kind}.required_if", m.required_if)
+            form_only(f"materials.{m.kind}.required_if", m.required_if)
     for r in program.eligibility:
         check(f"eligibility.{r.id}", r.expr)
 
