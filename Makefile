@@ -25,7 +25,7 @@ run: setup
 # Set up and run the tests. TEST_DATABASE_URL / TEST_REDIS_URL select PostgreSQL / Redis.
 test: setup
 	$(BIN)/ruff check .
-	SHENBAO_ENV=testing $(BIN)/pytest $(PYTEST_ARGS)
+	SHENBAO_ENV=testing $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/flask definitions lint
