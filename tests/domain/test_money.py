@@ -210,3 +210,9 @@ def test_format_yuan_rejects(bad: object) -> None:
 def test_fen_rejects_non_decimal(bad: object) -> None:
     with pytest.raises(TypeError):
         fen(bad)  # type: ignore[arg-type]
+
+
+def test_huge_exponent_is_a_clear_error():
+    # Found by tests/test_fuzz.py: quantize overflowed with decimal.InvalidOperation.
+    with pytest.raises(ValueError, match="out of range"):
+        rmb_upper("1E100")

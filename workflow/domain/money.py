@@ -65,7 +65,11 @@ def round_fen(amount: YuanAmount) -> Decimal:
     value = _to_decimal(amount)
     with localcontext() as ctx:
         ctx.prec = _PRECISION
-        return value.quantize(FEN, rounding=ROUND_HALF_UP)
+        try:
+            return value.quantize(FEN, rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            # e.g. "1E100": more digits than any amount this system can hold.
+            raise ValueError(f"amount out of range: {amount!r}") from None
 
 
 def fen(amount: YuanAmount) -> int:
