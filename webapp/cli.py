@@ -57,6 +57,9 @@ def setup_command(demo: bool) -> None:
     """Create or upgrade the database, load definitions, optionally seed demo data."""
     from flask_migrate import upgrade
 
+    # The embedded default keeps the SQLite file and attachments in the instance folder.
+    Path(current_app.instance_path).mkdir(parents=True, exist_ok=True)
+    Path(current_app.config["STORAGE_DIR"]).mkdir(parents=True, exist_ok=True)
     upgrade()
     for r in sync_definitions(db.session):
         click.echo(f"definition {r.code} v{r.version}" + (" (new)" if r.created else ""))
