@@ -109,7 +109,8 @@ class _BoundSession(FsaSession):
 @pytest.fixture
 def session(app: Flask) -> Iterator[Any]:
     """The app's ``db.session`` inside a transaction rolled back after the test; code
-    under test may commit (it commits a savepoint)."""
+    under test may commit (it commits a savepoint). A refused request rolls back to the last
+    commit: the ``client`` commits the test's set-up before each request for that reason."""
     with app.app_context():
         connection = db.engine.connect()
         outer = connection.begin()
@@ -312,6 +313,8 @@ def cert_form() -> dict[str, Any]:
 
 def login(client: Any, user: User) -> None:
     """Log a test client in as ``user`` (through the real session cookie)."""
+    if has_app_context():
+        g.pop("_login_user", None)
     with client.session_transaction() as sess:
         sess["_user_id"] = user.get_id()
         sess["_fresh"] = True

@@ -83,9 +83,12 @@ def register(app: Flask) -> None:
     )
 
     @app.before_request
-    def _fresh_locale() -> None:
-        # Flask-Babel caches the locale on the app context; start each request afresh.
+    def _fresh_request_state() -> None:
+        # Flask-Babel caches the locale on the app context, and the commit decision lives
+        # in g: start each request afresh (they share one app context in tests).
         refresh()
+        g.pop("rolled_back", None)
+        g.pop("commit_anyway", None)
 
     @app.after_request
     def _finish(response):

@@ -16,7 +16,7 @@ SOURCES = TRANSLATIONS / "en"
 MO_FILE = SOURCES / "LC_MESSAGES" / "messages.mo"
 # _('...') / _("...") / gettext('...') / lazy_gettext('...') with a literal first argument.
 CJK = re.compile(r"[\u4e00-\u9fff]")
-MSGID = re.compile(r"""(?:\b_|\bgettext|\blazy_gettext|\bngettext)\(\s*(['"])(.+?)(?<!\\)\1""")
+MSGID = re.compile(r"""(?:\b_l?|\bgettext|\blazy_gettext|\bngettext)\(\s*(['"])(.+?)(?<!\\)\1""")
 
 
 def english_mapping() -> dict[str, str]:
