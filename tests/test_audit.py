@@ -64,3 +64,19 @@ def test_rolled_back_events_leave_no_trace(session):
     session.rollback()
     assert verify_chain(session).ok
     assert session.scalar(select(AuditEvent).where(AuditEvent.action == "test.rolled_back")) is None
+
+
+def test_savepoint_rollback_keeps_earlier_pending_events(session):
+    record_event(session, action="test.before", entity_type="test")
+    try:
+        with session.begin_nested():
+            record_event(session, action="test.inside", entity_type="test")
+            raise RuntimeError("one batch item fails")
+    except RuntimeError:
+        pass
+    session.commit()
+    actions = session.scalars(
+        select(AuditEvent.action).where(AuditEvent.action.like("test.%"))
+    ).all()
+    assert actions == ["test.before"]
+    assert verify_chain(session).ok

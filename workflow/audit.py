@@ -120,9 +120,18 @@ def _before_commit(session: Session) -> None:
         _chain_pending_events(session)
 
 
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop("audit_pending", None)
+@event.listens_for(Session, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous_transaction: object) -> None:
+    """Forget events that a rollback removed, keep the rest: a rolled-back SAVEPOINT (one
+    failed item of a batch) must not drop events recorded before it."""
+    pending = session.info.get("audit_pending")
+    if pending is None:
+        return
+    kept = [e for e in pending if e in session and e.hash is None]
+    if kept:
+        session.info["audit_pending"] = kept
+    else:
+        session.info.pop("audit_pending", None)
 
 
 @dataclass

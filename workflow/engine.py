@@ -85,13 +85,17 @@ class CompiledDefinition:
         return [t for t in self.program.transitions if state in t.source]
 
 
-_CACHE: dict[int, CompiledDefinition] = {}
+_CACHE: dict[tuple[str, int], CompiledDefinition] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def compiled(session: Session, definition_id: int) -> CompiledDefinition:
-    """The compiled definition for a stored version (rows are immutable, so cache by id)."""
-    hit = _CACHE.get(definition_id)
+    """The compiled definition for a stored version. Rows are immutable, so the cache key
+    is the row id within its database (one process may talk to several databases: tests,
+    backups, benchmarks)."""
+    bind = session.get_bind()
+    key = (str(getattr(bind, "url", None) or bind.engine.url), definition_id)
+    hit = _CACHE.get(key)
     if hit is not None:
         return hit
     row = session.get(ProgramDefinition, definition_id)
@@ -100,8 +104,8 @@ def compiled(session: Session, definition_id: int) -> CompiledDefinition:
     program = parse_program(row.source_yaml, f"{row.code} v{row.version}")
     built = CompiledDefinition.build(row.id, row.version, program)
     with _CACHE_LOCK:
-        _CACHE.setdefault(definition_id, built)
-    return _CACHE[definition_id]
+        _CACHE.setdefault(key, built)
+    return _CACHE[key]
 
 
 def clear_cache() -> None:
