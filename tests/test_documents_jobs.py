@@ -155,13 +155,7 @@ def _approve(session: Any, program: str, **kwargs: Any) -> list[Decision]:
 
 # The recognition template prints no amount yet (lead: decision_recognition.html, see the
 # hand-over); strict, so the mark must go when it does.
-RECOGNITION_AMOUNT = pytest.mark.xfail(
-    strict=True, reason="decision_recognition.html does not print amount_figures/capitals"
-)
-AMOUNT_PROGRAMS = [
-    pytest.param(p, marks=RECOGNITION_AMOUNT) if p == "patent_dense_product" else p
-    for p in PROGRAMS
-]
+AMOUNT_PROGRAMS = [p for p in PROGRAMS]
 
 
 @pytest.mark.parametrize("program", PROGRAMS)

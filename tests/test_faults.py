@@ -415,11 +415,6 @@ def test_database_gone_mid_request_gives_an_error_page_and_no_corruption(faults_
 # ---------------------------------------------------------------- Redis down at relay
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="webapp.jobs.relay lets a Redis error escape after the commit (500); see the "
-    "hand-over for the fix in webapp/jobs.py",
-)
 def test_redis_down_when_jobs_leave_keeps_the_change_and_the_job(faults_app, monkeypatch):
     app = faults_app
     app_id, officer_id = _submitted_application(app)

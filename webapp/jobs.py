@@ -103,29 +103,44 @@ def relay(session: Session, jobs: list[OutboxJob]) -> None:
     delivered: list[int] = []
     pending = [(j.id, j.job_id, j.queue, j.func, dict(j.args)) for j in jobs]
     if app.config.get("REDIS_URL"):
+        from redis.exceptions import RedisError
         from rq.job import Job
 
         for row_id, job_id, queue, func, args in pending:
             q = rq_queue(queue, app)
-            if Job.exists(job_id, connection=q.connection):
-                delivered.append(row_id)  # already sent (e.g. relayed twice after a crash)
-                continue
-            defaults = JOB_DEFAULTS[queue]
-            from rq import Retry
-
-            max_retries, intervals = defaults["retry"]
-            q.enqueue(
-                execute_in_worker,
-                func,
-                args,
-                job_id=job_id,
-                job_timeout=defaults["job_timeout"],
-                failure_ttl=defaults["failure_ttl"],
-                retry=Retry(max=max_retries, interval=intervals),
-            )
+            try:
+                if Job.exists(job_id, connection=q.connection):
+                    delivered.append(row_id)  # already sent (relayed twice after a crash)
+                    continue
+                _enqueue(q, queue, job_id, func, args)
+            except RedisError:
+                # The change is committed; the job stays in the outbox (relayed_at empty)
+                # until `flask outbox relay` / the sweep sends it. Never fail the request.
+                log.warning("Redis unavailable: job %s stays in the outbox", job_id, exc_info=True)
+                break
             delivered.append(row_id)
         outbox.mark_relayed(session, delivered)
         return
+    _relay_in_process(session, pending)
+
+
+def _enqueue(q, queue: str, job_id: str, func: str, args: dict[str, Any]) -> None:
+    from rq import Retry
+
+    defaults = JOB_DEFAULTS[queue]
+    max_retries, intervals = defaults["retry"]
+    q.enqueue(
+        execute_in_worker,
+        func,
+        args,
+        job_id=job_id,
+        job_timeout=defaults["job_timeout"],
+        failure_ttl=defaults["failure_ttl"],
+        retry=Retry(max=max_retries, interval=intervals),
+    )
+
+
+def _relay_in_process(session: Session, pending: list[tuple[Any, ...]]) -> None:
     # In-process: mark first (a failure is recorded on the row, not retried forever).
     outbox.mark_relayed(session, [p[0] for p in pending])
     for row_id, job_id, _queue, func, args in pending:

@@ -62,7 +62,8 @@ def create_decision(ctx: EffectContext, spec: DocumentSpec) -> Decision:
         "lang": "zh",
         "items": _items(app) if spec.kind == "recognition" else [],
     }
-    if amount_fen is not None:
+    # A recognition without money (reward 0) says nothing about an amount.
+    if amount_fen is not None and (spec.kind != "recognition" or amount_fen > 0):
         data["amount_figures"] = format_yuan(amount_fen)
         data["amount_capitals"] = rmb_upper(fen_to_yuan(amount_fen))
     decision = Decision(
