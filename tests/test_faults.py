@@ -109,16 +109,7 @@ def _wait_for(path: Path, seconds: float = 120) -> str:
     [
         ("work_horse", "hang"),
         ("whole_worker", "hang"),
-        pytest.param(
-            "work_horse",
-            "hang-after-write",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="render_decision stores the PDF under a random key: a crash between "
-                "the file write and the commit leaves an orphan file beside the retry's "
-                "(fix in the hand-over: a key derived from the decision id)",
-            ),
-        ),
+        ("work_horse", "hang-after-write"),
     ],
 )
 def test_worker_killed_mid_document_job_leaves_exactly_one_document(

@@ -250,7 +250,7 @@ def test_approval_in_each_program_renders_its_pdf_through_a_real_rq_worker(rq_ap
         assert hashlib.sha256(pdf).hexdigest() == decision.pdf_sha256
         # The number, the applicant, the amount in figures and capitals (recognition
         # letters print no amount yet: see test_documents_jobs).
-        assert_letter_text(pdf, decision, amounts=decision.kind != "recognition")
+        assert_letter_text(pdf, decision, amounts=True)
         page = client.get(f"/verify/{decision.verification_code}").get_data(as_text=True)
         assert decision.pdf_sha256 in page and decision.doc_number in page
         assert (

@@ -227,8 +227,20 @@ def worker_command(queues: tuple[str, ...], burst: bool, with_scheduler: bool) -
 
     if not current_app.config.get("REDIS_URL"):
         raise click.UsageError("REDIS_URL is not set: jobs run in-process, no worker is needed.")
+    from workflow.documents.render import warm_up
+
+    from . import jobs
+
     names = list(queues) or list(outbox.QUEUES)
-    worker = Worker([rq_queue(n) for n in names], connection=redis_connection())
+    # Load fonts and the app once, before RQ forks a process per job; no pooled database
+    # connection may cross a fork. RQ's forking Worker notices a killed job process and
+    # retries at once; abandoned jobs of a dead worker are requeued by maintenance.
+    warm_up()
+    jobs._WORKER_APP["app"] = current_app._get_current_object()
+    db.engine.dispose()
+    worker = Worker(
+        [rq_queue(n) for n in names], connection=redis_connection(), maintenance_interval=60
+    )
     worker.work(burst=burst, with_scheduler=with_scheduler)
 
 

@@ -4,6 +4,7 @@ and the in-process fallback used when REDIS_URL is unset."""
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from typing import Any
 
@@ -88,13 +89,17 @@ def execute_in_worker(func: str, args: dict[str, Any]) -> Any:
         app = create_app()
         _WORKER_APP["app"] = app
     with app.app_context():
+        if _WORKER_APP.get("pid") != os.getpid():
+            # First job in this (forked) process: drop connections inherited from the parent.
+            db.engine.dispose(close=False)
+            _WORKER_APP["pid"] = os.getpid()
         try:
             return run_job(func, args)
         finally:
             db.session.remove()
 
 
-_WORKER_APP: dict[str, Flask] = {}
+_WORKER_APP: dict[str, Any] = {}
 
 
 def relay(session: Session, jobs: list[OutboxJob]) -> None:

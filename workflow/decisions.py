@@ -9,7 +9,6 @@ never produces a second, different document.
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -141,8 +140,10 @@ def render_decision(
     data["verify_url"] = verify_url
     data["qr_data_uri"] = qr_data_uri(verify_url)
     pdf = render_pdf(decision.template, data)
-    key, digest = storage.put(pdf, prefix="decisions")
+    # A key derived from the decision: a retry after a crash between writing the file and
+    # committing rewrites the same file instead of leaving an orphan beside it.
+    key = f"decisions/{decision.doc_year}/{decision.id}-{decision.verification_code}.pdf"
+    digest = storage.put_at(key, pdf)
     decision.pdf_storage_key = key
-    decision.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
-    assert decision.pdf_sha256 == digest
+    decision.pdf_sha256 = digest
     return digest

@@ -44,6 +44,19 @@ class LocalStorage:
         os.replace(tmp, path)
         return key, digest
 
+    def put_at(self, key: str, data: bytes) -> str:
+        """Store bytes under a key the caller derives (never user input), atomically;
+        writing the same key again replaces the file. Returns the sha256."""
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return hashlib.sha256(data).hexdigest()
+
     def read(self, key: str) -> bytes:
         return self.path_for(key).read_bytes()
 
