@@ -1,0 +1,171 @@
+"""Smoke test of the benchmark harness at a tiny scale on SQLite: the generator builds a
+consistent data set (valid credit codes, unique numbers, an intact audit chain, drafts
+that can really be submitted), the engine benchmark's request-shaped transition commits,
+and a reviewer queue page costs the same number of queries on page 1 and deep pages.
+
+The timed runs themselves need PostgreSQL and gunicorn: ``python -m bench``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.orm import Session
+
+from workflow.audit import verify_chain
+from workflow.domain import is_valid_credit_code
+from workflow.engine import clear_cache
+from workflow.models import Application, Organization, User
+
+pytestmark = pytest.mark.slow  # ~10-20 s: runs four program scenarios for realistic JSON
+
+
+@pytest.fixture(scope="module")
+def bench_db(tmp_path_factory: pytest.TempPathFactory):
+    from bench.generate import generate
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('bench') / 'bench.db'}"
+    clear_cache()
+    try:
+        result = generate(url, 200, orgs=300, audit_events=True, log=lambda _line: None)
+        yield url, result
+    finally:
+        clear_cache()  # compiled definitions are cached per process by row id
+
+
+@pytest.fixture(autouse=True)
+def _keep_outbox_relay():
+    """The engine benchmark turns the outbox relay off in its worker; in-process here, so
+    put it back for the tests that follow."""
+    from workflow import outbox
+
+    saved = outbox._relay
+    yield
+    outbox.set_relay(saved)
+
+
+def test_generator_builds_a_consistent_data_set(bench_db) -> None:
+    url, result = bench_db
+    assert result.apps_after == 200
+    engine = create_engine(url)
+    try:
+        with Session(engine) as s:
+            assert s.scalar(select(func.count()).select_from(Application)) == 200
+            codes = s.scalars(select(Organization.credit_code)).all()
+            assert len(codes) == 300 and all(is_valid_credit_code(c) for c in codes)
+            states = dict(
+                s.execute(select(Application.state, func.count()).group_by(Application.state)).all()
+            )
+            assert states.get("paid", 0) > states.get("city_review", 0) > 0
+            assert states.get("draft", 0) > 0
+            numbers = s.scalars(
+                select(Application.number).where(Application.number.is_not(None))
+            ).all()
+            assert len(numbers) == len(set(numbers))
+            assert verify_chain(s).ok
+    finally:
+        engine.dispose()
+
+
+def test_growth_adds_rows_without_duplicates(tmp_path) -> None:
+    from bench.generate import generate
+
+    url = f"sqlite:///{tmp_path / 'grow.db'}"
+    clear_cache()
+    try:
+        generate(url, 60, orgs=120, log=lambda _line: None)
+        grown = generate(url, 150, orgs=120, log=lambda _line: None)
+    finally:
+        clear_cache()
+    assert (grown.apps_before, grown.apps_after) == (60, 150)
+
+
+def test_engine_benchmark_transition_commits(bench_db) -> None:
+    from bench import engine as engine_bench
+    from bench import engine_worker
+
+    url, _ = bench_db
+    ids, officer = engine_bench._sample(url, 50)
+    assert ids, "the generator leaves applications in district review"
+    versions = {}
+    engine = create_engine(url)
+    with Session(engine) as s:
+        versions = {i: s.get(Application, i).version for i in ids}
+    timer = engine_worker.Timer()
+    one, close, _pid = engine_worker.engine_items(url, date.today(), timer)
+    try:
+        for i in ids[:5]:
+            one(i, officer[i], versions[i])
+    finally:
+        close()
+    with Session(engine) as s:
+        moved = s.scalars(select(Application.state).where(Application.id.in_(ids[:5]))).all()
+        assert set(moved) == {engine_worker.TO_STATE}
+        assert verify_chain(s).ok
+    engine.dispose()
+    assert len(timer.held) == len(ids[:5])  # the chain-head lock: once per commit
+
+
+def test_a_generated_draft_can_be_submitted(bench_db) -> None:
+    from workflow.operations.applications import submit_application
+
+    url, _ = bench_db
+    engine = create_engine(url)
+    try:
+        with Session(engine) as s:
+            candidates = s.scalars(select(Application).where(Application.state == "draft")).all()
+            ready = [a for a in candidates if a.call.is_open(date.today()) and a.attachments]
+            assert ready, "open calls hold complete drafts"
+            app = ready[0]
+            owner = s.get(User, app.created_by_id)
+            submit_application(s, app, owner, today=date.today())
+            s.commit()
+            assert app.number and app.state in ("district_review", "city_review")
+    finally:
+        engine.dispose()
+
+
+def test_queue_pages_cost_a_constant_number_of_queries(bench_db) -> None:
+    from bench import queue as queue_bench
+
+    if queue_bench.available():
+        pytest.skip(queue_bench.available())
+    from workflow import queues
+
+    url, _ = bench_db
+    engine = create_engine(url)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    today = date.today()
+    try:
+        with Session(engine) as s:
+            user = s.scalar(select(User).where(User.email == "city@bench.cn"))
+            query = queues.QueueQuery(sort="submitted", per_page=10)
+            # Warm the compiled-definition cache (one query per definition, once per process).
+            queues.queue_page(s, user, query, today)
+            counts = []
+            cursor = None
+            for _page in range(4):
+                s.expunge_all()
+                user = s.scalar(select(User).where(User.email == "city@bench.cn"))
+                _ = user.grants
+                statements.clear()
+                page = queues.queue_page(
+                    s, user, query if cursor is None else _with(query, cursor), today
+                )
+                counts.append(len(statements))
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert len(counts) >= 2
+            assert len(set(counts)) == 1, counts
+    finally:
+        engine.dispose()
+
+
+def _with(query, cursor):
+    from dataclasses import replace
+
+    return replace(query, cursor=cursor)
