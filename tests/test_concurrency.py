@@ -173,7 +173,8 @@ def test_hundred_concurrent_decisions_get_unique_gapless_numbers(committed_app):
         reliability.record(
             "test_hundred_concurrent_decisions_get_unique_gapless_numbers",
             decisions=n,
-            committed=results.count("ok"),
+            concurrent_workers=workers,
+            workers_all_committed=results.count("ok"),
         )
         assert results.count("ok") == workers, results
         with Session(engine) as s:
