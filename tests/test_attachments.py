@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
+from tests.audit_events import audit_events
 from tests.conftest import login as _login
 from tests.test_portal import FreshClient
 from workflow.engine import fire
 from workflow.errors import PermissionDenied, ValidationFailed
-from workflow.models import Attachment, AuditEvent
+from workflow.models import Attachment
 from workflow.operations import attachments as ops
 from workflow.operations.applications import submit_application
 from workflow.storage import LocalStorage
@@ -97,11 +98,7 @@ def test_a_pdf_is_stored_with_its_sha256_and_an_audit_event(session, draft, stor
     assert att.sha256 == hashlib.sha256(PDF).hexdigest() and att.size == len(PDF)
     assert att.content_type == "application/pdf" and att.filename == "申请表.pdf"
     assert storage.read(att.storage_key) == PDF
-    event = session.scalar(
-        select(AuditEvent).where(
-            AuditEvent.action == "attachment.add", AuditEvent.entity_id == att.id
-        )
-    )
+    (event,) = audit_events(session, "attachment.add", entity_id=att.id)
     assert event.data["sha256"] == att.sha256 and event.application_id == draft.id
 
 
@@ -271,17 +268,11 @@ def test_replace_and_delete_while_editable(session, draft, storage):
         select(Attachment.filename).where(Attachment.application_id == draft.id)
     ).all()
     assert kinds == ["new.pdf"]
-    assert (
-        session.scalar(
-            select(AuditEvent.data).where(
-                AuditEvent.action == "attachment.replace", AuditEvent.entity_id == new.id
-            )
-        )["replaced"]["id"]
-        == old.id
-    )
+    (replaced,) = audit_events(session, "attachment.replace", entity_id=new.id)
+    assert replaced.data["replaced"]["id"] == old.id
     ops.delete_attachment(session, new, user)
     assert session.get(Attachment, new.id) is None
-    assert session.scalar(select(AuditEvent.id).where(AuditEvent.action == "attachment.delete"))
+    assert audit_events(session, "attachment.delete")
 
 
 def _submitted(session, draft, storage):

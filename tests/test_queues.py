@@ -234,8 +234,31 @@ def test_counts_per_stage(session, make, cert_call):
     for state in ("district_review", "district_review", "city_review", "approval", "rejected"):
         add_app(session, make, cert_call, state=state)
     page = queue_page(session, officer, QueueQuery(stage="approval"), TODAY)
-    assert page.counts == {"district": 2, "eligibility": 1, "approval": 1, "closed": 1}
-    assert len(page.items) == 1
+    # Open work is counted on every page; history (here the rejected one) only when its
+    # own stage is looked at.
+    assert page.counts == {"district": 2, "eligibility": 1, "approval": 1}
+    assert len(page.items) == 1 and page.total == 4
+    everything = queue_page(session, officer, QueueQuery(), TODAY)
+    assert len(everything.items) == 4 and "rejected" not in {a.state for a in everything.items}
+    closed = queue_page(session, officer, QueueQuery(stage="closed"), TODAY)
+    assert closed.counts["closed"] == 1 and [a.state for a in closed.items] == ["rejected"]
+    assert closed.total == 4  # "all open work" stays what it is
+    # A state filter lists that state, open or not.
+    rejected = queue_page(session, officer, QueueQuery(state="rejected"), TODAY)
+    assert [a.state for a in rejected.items] == ["rejected"]
+
+
+def test_stage_follows_the_state_at_every_flush(session, make, cert_call):
+    app = add_app(session, make, cert_call, state="district_review")
+    assert app.stage == "district"
+    app.state = "public_notice"
+    session.flush()
+    assert app.stage == "notice"
+    app.state = "paid"
+    session.flush()
+    assert app.stage == "payment"
+    session.expire(app)
+    assert app.stage == "payment"  # written, not only set in memory
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from workflow import outbox
+from workflow import loaders, outbox
 from workflow.errors import WorkflowError
 from workflow.models import User
 
@@ -65,7 +65,7 @@ def load_user(user_id: str) -> User | None:
         uid, epoch = (int(x) for x in user_id.split(":", 1))
     except ValueError:
         return None
-    user = db.session.get(User, uid)
+    user = loaders.load_user(db.session, uid)
     if user is None or user.session_epoch != epoch or not user.active:
         return None
     return user

@@ -1,11 +1,14 @@
 """The append-only, hash-chained audit log.
 
-Operations call :func:`record_event`; they never compute hashes. Just before a
-transaction commits, :func:`_chain_pending_events` locks the single chain-head row,
-numbers the transaction's new events consecutively and links each to the previous hash.
-The lock is held only from that moment to the commit, so it serialises the few
-microseconds of chaining, not the request. :func:`verify_chain` recomputes everything and
-reports the first edited, inserted or deleted event.
+Operations call :func:`record_event`; they never compute hashes. The event is kept in
+``session.info`` (not yet in the session) until the transaction commits. Just before it
+does, :func:`_chain_pending_events` flushes everything else, locks the single chain-head
+row, numbers the transaction's events consecutively, links each to the previous hash and
+inserts them, already chained, with one UPDATE of the head. The lock therefore covers one
+INSERT, one UPDATE and the commit, never the request's own work. Events recorded inside a
+SAVEPOINT that rolls back are forgotten; :func:`pending_events` lets code in the same
+transaction see what is recorded but not yet written. :func:`verify_chain` recomputes
+everything and reports the first edited, inserted or deleted event.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from .models import AuditChainHead, AuditEvent, utcnow
 
@@ -65,9 +68,18 @@ def record_event(
         data_hash=data_hash(hashed_payload) if hashed_payload is not None else None,
         occurred_at=occurred_at or utcnow(),
     )
-    session.add(ev)
+    # Remember the (sub)transaction it belongs to, so a rolled-back SAVEPOINT drops it.
+    real = session() if isinstance(session, scoped_session) else session
+    recorded_in = real.info.setdefault("audit_recorded_in", {})
+    recorded_in[id(ev)] = real.get_nested_transaction() or real.get_transaction()
     session.info.setdefault("audit_pending", []).append(ev)
     return ev
+
+
+def pending_events(session: Session) -> list[AuditEvent]:
+    """Events recorded in this transaction and not yet written (they are inserted,
+    chained, at commit); for checks that must see the transaction's own history."""
+    return [e for e in session.info.get("audit_pending", []) if e.hash is None]
 
 
 def event_digest(ev: AuditEvent, prev_hash: str) -> str:
@@ -92,22 +104,28 @@ def event_digest(ev: AuditEvent, prev_hash: str) -> str:
 
 def _chain_pending_events(session: Session) -> None:
     pending = [e for e in session.info.pop("audit_pending", []) if e.hash is None]
+    session.info.pop("audit_recorded_in", None)
     if not pending:
         return
+    session.flush()  # everything else first: the lock below covers only the chain
     head = session.execute(
-        select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+        select(AuditChainHead.last_seq, AuditChainHead.last_hash)
+        .where(AuditChainHead.id == 1)
+        .with_for_update()
+    ).one_or_none()
     if head is None:
-        head = AuditChainHead(id=1, last_seq=0, last_hash=GENESIS)
-        session.add(head)
+        session.add(AuditChainHead(id=1, last_seq=0, last_hash=GENESIS))
         session.flush()
-    seq, prev = head.last_seq, head.last_hash
+        seq, prev = 0, GENESIS
+    else:
+        seq, prev = head
     for ev in pending:
         seq += 1
         ev.seq = seq
         ev.prev_hash = prev
         ev.hash = event_digest(ev, prev)
         prev = ev.hash
+    session.add_all(pending)
     session.execute(
         update(AuditChainHead).where(AuditChainHead.id == 1).values(last_seq=seq, last_hash=prev)
     )
@@ -121,17 +139,39 @@ def _before_commit(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _after_soft_rollback(session: Session, previous_transaction: object) -> None:
-    """Forget events that a rollback removed, keep the rest: a rolled-back SAVEPOINT (one
+def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Forget the events a rollback removed, keep the rest: a rolled-back SAVEPOINT (one
     failed item of a batch) must not drop events recorded before it."""
     pending = session.info.get("audit_pending")
     if pending is None:
         return
-    kept = [e for e in pending if e in session and e.hash is None]
+    recorded_in = session.info.get("audit_recorded_in", {})
+    kept = []
+    for ev in pending:
+        tx = recorded_in.get(id(ev))
+        while tx is not None and tx is not previous_transaction:
+            tx = tx.parent
+        if tx is None and id(ev) in recorded_in and ev.hash is None:
+            kept.append(ev)  # recorded outside the (sub)transaction that rolled back
+        else:
+            recorded_in.pop(id(ev), None)
     if kept:
         session.info["audit_pending"] = kept
     else:
-        session.info.pop("audit_pending", None)
+        _forget(session)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    """When the outermost transaction ends however it ends (commit, rollback, close), no
+    recorded event may carry over into the next one."""
+    if transaction.parent is None and transaction.nested is False:
+        _forget(session)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop("audit_pending", None)
+    session.info.pop("audit_recorded_in", None)
 
 
 @dataclass

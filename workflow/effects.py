@@ -360,32 +360,32 @@ def notify_applicant(ctx: EffectContext, from_state: str) -> None:
     if before == after:
         return
     app = ctx.application
-    users = ctx.session.scalars(
-        select(User).where(User.organization_id == app.organization_id, User.active.is_(True))
+    users = ctx.session.execute(  # three columns, not whole users with their grants
+        select(User.id, User.locale, User.email_preferences).where(
+            User.organization_id == app.organization_id, User.active.is_(True)
+        )
     ).all()
     stamp = ctx.application.state_entered_at.strftime("%Y%m%d%H%M%S%f")
-    for user in users:
-        title = f"{program.name.get(user.locale)}：{after.get(user.locale)}"
+    link = f"/applications/{app.id}"
+    for user_id, locale, preferences in users:
+        title = f"{program.name.get(locale)}：{after.get(locale)}"
         ctx.session.add(
             Notification(
-                user_id=user.id,
+                user_id=user_id,
                 kind="state_change",
                 title=title,
                 body=ctx.reason or "",
-                link=f"/applications/{app.id}",
+                link=link,
                 application_id=app.id,
             )
         )
-        if (user.email_preferences or {}).get("state_change", True):
+        if (preferences or {}).get("state_change", True):
             outbox.enqueue(
                 ctx.session,
                 "send_email",
-                {
-                    "user_id": user.id,
-                    "subject": title,
-                    "body": ctx.reason or "",
-                    "link": f"/applications/{app.id}",
-                },
+                {"user_id": user_id, "subject": title, "body": ctx.reason or "", "link": link},
                 queue="notifications",
-                job_id=f"mail-{app.id}-{stamp}-{user.id}",
+                job_id=f"mail-{app.id}-{stamp}-{user_id}",
+                # The id carries the transition's microsecond timestamp: it cannot exist yet.
+                fresh=True,
             )

@@ -9,18 +9,19 @@ the engine evaluates the same guards itself to explain which rule failed and why
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from transitions import Machine
 
 from . import effects
-from .audit import record_event
+from .audit import pending_events, record_event
 from .context import build_names, table_functions
 from .definitions.loader import parse_program
 from .definitions.schema import Program, Transition
@@ -52,6 +53,19 @@ class _Guard:
             return False
 
 
+# The ``app.*`` facts that cost queries or rule evaluation, and how to spot their use.
+COSTLY_FACTS = {
+    "eligible": re.compile(r"\bapp\.eligible\b"),
+    "objections": re.compile(r"\bapp\.objections_"),
+    "experts": re.compile(r"\bapp\.experts_"),
+}
+ALL_FACTS = frozenset(COSTLY_FACTS)
+
+
+def facts_used(text: str) -> frozenset[str]:
+    return frozenset(k for k, pattern in COSTLY_FACTS.items() if pattern.search(text))
+
+
 @dataclass
 class CompiledDefinition:
     id: int
@@ -59,6 +73,9 @@ class CompiledDefinition:
     program: Program
     machine: Machine
     by_trigger: dict[str, list[Transition]] = field(default_factory=dict)
+    # Per state: the costly facts a transition leaving it may read (its guards, plus any
+    # use elsewhere in the definition: rules, award, effects). Computed once per version.
+    needs: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, row_id: int, version: int, program: Program) -> CompiledDefinition:
@@ -76,7 +93,18 @@ class CompiledDefinition:
                 t.trigger, t.source, t.dest, conditions=[_Guard(g) for g in t.guards]
             )
             by_trigger.setdefault(t.trigger, []).append(t)
-        return cls(row_id, version, program, machine, by_trigger)
+        elsewhere = facts_used(program.model_dump_json(exclude={"transitions"}))
+        needs = {
+            s.name: elsewhere
+            | facts_used(
+                " ".join(g for t in program.transitions if s.name in t.source for g in t.guards)
+            )
+            for s in program.states
+        }
+        return cls(row_id, version, program, machine, by_trigger, needs)
+
+    def needs_in(self, state: str) -> frozenset[str]:
+        return self.needs.get(state, ALL_FACTS)
 
     def candidates(self, trigger: str, state: str) -> list[Transition]:
         return [t for t in self.by_trigger.get(trigger, []) if state in t.source]
@@ -113,11 +141,46 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+def stage_for(session: Session, definition_id: int, state: str) -> str:
+    """The stage family of ``state`` in its definition ("closed" if unknown)."""
+    try:
+        return compiled(session, definition_id).program.state(state).stage
+    except (KeyError, LookupError):
+        return "closed"
+
+
+@event.listens_for(Session, "before_flush")
+def _keep_stage(session: Session, flush_context: Any, instances: Any) -> None:
+    """Keep ``Application.stage`` in step with ``state`` however the state was set (the
+    machine, an operation, a test factory): queues rely on it."""
+    for obj in session.new:
+        if isinstance(obj, Application):
+            obj.stage = _stage_of_new(session, obj)
+    for obj in session.dirty:
+        if isinstance(obj, Application) and inspect(obj).attrs.state.history.has_changes():
+            obj.stage = stage_for(session, obj.definition_id, obj.state)
+
+
+def _stage_of_new(session: Session, app: Application) -> str:
+    if (app.state or "draft") == "draft":
+        return "draft"
+    definition_id = app.definition_id or (app.definition.id if app.definition else None)
+    if definition_id is None:
+        return "closed"
+    return stage_for(session, definition_id, app.state)
+
+
 # ---------------------------------------------------------------- context
 
 
-def application_facts(session: Session, application: Application, program: Program) -> dict:
-    """What guards may ask about an application beyond its form (``app.*``)."""
+def application_facts(
+    session: Session,
+    application: Application,
+    program: Program,
+    needs: frozenset[str] = ALL_FACTS,
+) -> dict:
+    """What guards may ask about an application beyond its form (``app.*``). The counts
+    are queried only when ``needs`` names them (see ``CompiledDefinition.needs``)."""
     org = application.organization
     facts: dict[str, Any] = {
         "state": application.state,
@@ -130,7 +193,7 @@ def application_facts(session: Session, application: Application, program: Progr
         "rank": application.rank,
         "has_number": application.number is not None,
     }
-    if program.scoring is not None and application.id is not None:
+    if "experts" in needs and program.scoring is not None and application.id is not None:
         rows = session.execute(
             select(Review.status, func.count())
             .where(Review.application_id == application.id, Review.kind == "expert")
@@ -139,7 +202,7 @@ def application_facts(session: Session, application: Application, program: Progr
         counts = dict(rows)
         facts["experts_assigned"] = sum(v for k, v in counts.items() if k != "recused")
         facts["experts_submitted"] = counts.get("submitted", 0)
-    if application.id is not None:
+    if "objections" in needs and application.id is not None:
         rows = session.execute(
             select(Objection.status, func.count())
             .where(Objection.application_id == application.id)
@@ -152,20 +215,26 @@ def application_facts(session: Session, application: Application, program: Progr
 
 
 def names_for(
-    session: Session, application: Application, program: Program, today: date
+    session: Session,
+    application: Application,
+    program: Program,
+    today: date,
+    needs: frozenset[str] = ALL_FACTS,
 ) -> dict[str, Any]:
+    """The names expressions see. ``needs`` limits the costly ``app.*`` facts to those the
+    caller's expressions can read (``fire`` passes the current state's; default: all)."""
     org = application.organization
     names = build_names(
         program,
         form_data=application.form_data or {},
         call_params=application.call.params if application.call else {},
-        app=application_facts(session, application, program),
+        app=application_facts(session, application, program, needs),
         org={"district": org.district, "org_type": org.org_type, "credit_code": org.credit_code}
         if org
         else {},
         today=today,
     )
-    if program.eligibility:
+    if "eligible" in needs and program.eligibility:
         # app.eligible: every blocking rule passes (guards use it to gate a review step).
         from .rules import blocking_failures, check_eligibility
 
@@ -203,7 +272,9 @@ def available_transitions(
         if t.trigger in seen or not roles & set(t.roles):
             continue
         if names is None:
-            names = names_for(session, application, comp.program, today)
+            names = names_for(
+                session, application, comp.program, today, comp.needs_in(application.state)
+            )
         if all(_guard_ok(g, names, functions) for g in t.guards) and not _four_eyes_blocks(
             session, comp.program, application, actor, t.trigger
         ):
@@ -228,6 +299,11 @@ def _four_eyes_blocks(
     if application.id is None:
         return False
     actions = [f"transition.{t}" for t in rule.review_triggers]
+    if any(  # this transaction's own events are written only at commit
+        e.application_id == application.id and e.actor_id == actor.id and e.action in actions
+        for e in pending_events(session)
+    ):
+        return True
     return (
         session.scalar(
             select(AuditEvent.id)
@@ -276,7 +352,7 @@ def fire(
             state=application.state,
         )
 
-    names = names_for(session, application, program, today)
+    names = names_for(session, application, program, today, comp.needs_in(application.state))
     functions = table_functions()
     chosen, failures = _choose(candidates, names, functions, program)
     if chosen is None:

@@ -28,16 +28,27 @@ def set_relay(fn: Callable[[Session, list[OutboxJob]], None] | None) -> None:
     _relay = fn
 
 
-def enqueue(session: Session, func: str, args: dict[str, Any], *, queue: str, job_id: str) -> None:
-    """Record a job. The same ``job_id`` twice is one job (idempotent)."""
+def enqueue(
+    session: Session,
+    func: str,
+    args: dict[str, Any],
+    *,
+    queue: str,
+    job_id: str,
+    fresh: bool = False,
+) -> None:
+    """Record a job. The same ``job_id`` twice is one job (idempotent). ``fresh`` says the
+    caller made the id unique (e.g. from a new timestamp), so the database is not asked
+    whether it exists; the unique index on ``job_id`` still guards it."""
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
     pending = session.info.setdefault("outbox_new", {})
     if job_id in pending:
         return
-    exists = session.scalar(select(OutboxJob.id).where(OutboxJob.job_id == job_id))
-    if exists is not None:
-        return
+    if not fresh:
+        exists = session.scalar(select(OutboxJob.id).where(OutboxJob.job_id == job_id))
+        if exists is not None:
+            return
     row = OutboxJob(job_id=job_id, queue=queue, func=func, args=args)
     session.add(row)
     pending[job_id] = row

@@ -4,7 +4,14 @@ Visibility is the SQL form of ``permissions.roles_for``: never drafts; a staff g
 covers the applications inside its program and district limits; an expert grant covers
 only applications with a live (not recused) expert assignment for that user.
 
-Pages use keyset pagination: the cursor is the last row's sort value and id, so page 500
+A queue shows open work: applications in an open stage (``OPEN_STAGES``: district review
+to objection review). Decided, paid and closed applications are history; each of those
+stages is a queue of its own when asked for. Filters, counts and pages use
+``Application.stage`` (kept in step with the state at every flush), so the counts read only
+open work and every page is a range scan of a queue index (see the model's indexes and
+docs/PERFORMANCE.md), whatever the size of the history.
+
+Pages use keyset pagination: the cursor is the last row's sort value and id, so page 1,000
 costs what page 1 costs and rows inserted meanwhile never shift a page. A page costs a
 constant number of queries (the counts per stage and the page itself, with organization,
 call and holder loaded in the same statement), whatever its size or position.
@@ -16,15 +23,16 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select
-from sqlalchemy.orm import Session, contains_eager, joinedload, lazyload
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, tuple_
+from sqlalchemy.orm import Session, contains_eager, joinedload, lazyload, load_only
 
 from .engine import compiled
 from .models import Application, Organization, Review, User
+from .models.applications import OPEN_STAGES
 from .permissions import STAFF_ROLES
 
 # Stages in the order an application meets them (the counts bar follows it).
@@ -41,6 +49,8 @@ STAGE_ORDER = (
     "payment",
     "closed",
 )
+# Stages after the decision: not work for a reviewer, listed when asked for.
+HISTORY_STAGES = ("decided", "payment", "closed")
 SORTS = {
     "submitted": Application.submitted_at,
     "deadline": Application.deadline_on,
@@ -85,7 +95,6 @@ class Page:
     next_cursor: str | None = None
     prev_cursor: str | None = None
     bad_cursor: bool = False
-    stage_states: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- visibility
@@ -154,6 +163,23 @@ def _filters(user: User, query: QueueQuery, today: date) -> list[ColumnElement[b
     return conds
 
 
+def _stage_scope(query: QueueQuery) -> ColumnElement[bool] | None:
+    """Which stages the page lists: the one asked for, or all open work. A state filter
+    names its own stage, so it needs none."""
+    if query.stage:
+        return Application.stage == query.stage
+    if query.state:
+        return None
+    return Application.stage.in_(OPEN_STAGES)
+
+
+def _with_search_join(stmt: Any, query: QueueQuery) -> Any:
+    # The organization is needed only to search by its name or credit code.
+    if query.q:
+        return stmt.join(Organization, Organization.id == Application.organization_id)
+    return stmt
+
+
 # ---------------------------------------------------------------- counts
 
 
@@ -164,41 +190,22 @@ def stage_of(session: Session, definition_id: int, state: str) -> str:
         return "closed"
 
 
-def stage_counts(
-    session: Session, user: User, query: QueueQuery, today: date
-) -> tuple[dict[str, int], dict[str, set[tuple[int, str]]]]:
-    """Applications per stage under the current filters (one GROUP BY query), and which
-    (definition, state) pairs make up each stage."""
-    rows = session.execute(
-        select(Application.definition_id, Application.state, func.count())
-        .select_from(Application)
-        .join(Organization, Organization.id == Application.organization_id)
-        .where(*_filters(user, query, today))
-        .group_by(Application.definition_id, Application.state)
-    ).all()
-    counts: dict[str, int] = {}
-    pairs: dict[str, set[tuple[int, str]]] = {}
-    for definition_id, state, n in rows:
-        stage = stage_of(session, definition_id, state)
-        counts[stage] = counts.get(stage, 0) + int(n)
-        pairs.setdefault(stage, set()).add((definition_id, state))
+def stage_counts(session: Session, user: User, query: QueueQuery, today: date) -> dict[str, int]:
+    """Applications per stage under the current filters (one GROUP BY query): every open
+    stage, and the stage asked for if it is a closed one (history is counted only when
+    it is looked at)."""
+    stages = set(OPEN_STAGES) | ({query.stage} if query.stage else set())
+    conds = _filters(user, query, today)
+    if not query.state:
+        conds.append(Application.stage.in_(sorted(stages)))
+    stmt = _with_search_join(
+        select(Application.stage, func.count()).select_from(Application), query
+    )
+    rows = session.execute(stmt.where(*conds).group_by(Application.stage)).all()
+    counts = {stage: int(n) for stage, n in rows}
     ordered = {s: counts[s] for s in STAGE_ORDER if s in counts}
     ordered.update({s: n for s, n in counts.items() if s not in ordered})
-    return ordered, pairs
-
-
-def _stage_clause(pairs: Iterable[tuple[int, str]]) -> ColumnElement[bool]:
-    by_definition: dict[int, list[str]] = {}
-    for definition_id, state in pairs:
-        by_definition.setdefault(definition_id, []).append(state)
-    if not by_definition:
-        return false()
-    return or_(
-        *(
-            and_(Application.definition_id == d, Application.state.in_(sorted(states)))
-            for d, states in sorted(by_definition.items())
-        )
-    )
+    return ordered
 
 
 # ---------------------------------------------------------------- cursors
@@ -306,37 +313,90 @@ def _order(column: Any, *, descending: bool, reverse: bool) -> list[Any]:
     ]
 
 
+def _submitted_order(*, descending: bool, reverse: bool) -> list[Any]:
+    """Submission order straight off the queue indexes: a listed application has always
+    been submitted, so ``submitted_at`` needs no NULL handling."""
+    down = descending != reverse
+    if down:
+        return [Application.submitted_at.desc(), Application.id.desc()]
+    return [Application.submitted_at.asc(), Application.id.asc()]
+
+
+def _submitted_keyset(key: Any, row_id: int, *, descending: bool, after: bool) -> Any:
+    if key is None:
+        raise BadCursor
+    pair, mark = tuple_(Application.submitted_at, Application.id), tuple_(key, row_id)
+    return pair > mark if after != descending else pair < mark
+
+
+# What a queue row shows; the frozen JSON (~12 KB per application) is never fetched.
+_ROW_COLUMNS = (
+    Application.number,
+    Application.state,
+    Application.stage,
+    Application.program_code,
+    Application.district,
+    Application.organization_id,
+    Application.call_id,
+    Application.definition_id,
+    Application.submitted_at,
+    Application.deadline_on,
+    Application.award_fen,
+    Application.assigned_to_id,
+    Application.version,
+)
+
+
 def queue_page(session: Session, user: User, query: QueueQuery, today: date) -> Page:
     """One page of the reviewer's queue, with counts per stage.
 
     A cursor that cannot be read (edited by hand, or made for another sort) gives the
     first page and ``bad_cursor=True`` so the caller can say so.
     """
-    counts, pairs = stage_counts(session, user, query, today)
+    counts = stage_counts(session, user, query, today)
     conds = _filters(user, query, today)
-    if query.stage:
-        conds.append(_stage_clause(pairs.get(query.stage, set())))
+    scope = _stage_scope(query)
+    if scope is not None:
+        conds.append(scope)
+    by_submission = query.sort == "submitted"
+    if by_submission:
+        conds.append(Application.submitted_at.is_not(None))
     column = SORTS[query.sort]
     bad = False
     backward = False
     if query.cursor:
         try:
             key, row_id, backward = decode_cursor(query, query.cursor)
-            conds.append(
-                _keyset(column, key, row_id, descending=query.descending, after=not backward)
-            )
+            if by_submission:
+                keyset = _submitted_keyset(
+                    key, row_id, descending=query.descending, after=not backward
+                )
+            else:
+                keyset = _keyset(
+                    column, key, row_id, descending=query.descending, after=not backward
+                )
+            conds.append(keyset)
         except BadCursor:
             bad, backward = True, False
+    if by_submission:
+        order = _submitted_order(descending=query.descending, reverse=backward)
+    else:
+        order = _order(column, descending=query.descending, reverse=backward)
     stmt = (
         select(Application)
         .join(Organization, Organization.id == Application.organization_id)
         .options(
-            contains_eager(Application.organization),
+            load_only(*_ROW_COLUMNS),
+            contains_eager(Application.organization).load_only(
+                Organization.name, Organization.credit_code, Organization.district
+            ),
             joinedload(Application.call),
-            joinedload(Application.assigned_to).options(lazyload(User.grants)),
+            joinedload(Application.assigned_to).options(
+                load_only(User.name, User.email), lazyload(User.grants)
+            ),
         )
         .where(*conds)
-        .order_by(*_order(column, descending=query.descending, reverse=backward))
+        .order_by(*order)
         .limit(query.per_page + 1)
     )
     rows = list(session.scalars(stmt).unique().all())
@@ -344,13 +404,8 @@ def queue_page(session: Session, user: User, query: QueueQuery, today: date) -> 
     rows = rows[: query.per_page]
     if backward:
         rows.reverse()
-    page = Page(
-        items=rows,
-        counts=counts,
-        total=sum(counts.values()),
-        bad_cursor=bad,
-        stage_states=pairs,
-    )
+    open_total = sum(n for stage, n in counts.items() if stage in OPEN_STAGES)
+    page = Page(items=rows, counts=counts, total=open_total, bad_cursor=bad)
     if rows:
         has_next = more if not backward else True
         has_prev = (more if backward else True) if query.cursor and not bad else False

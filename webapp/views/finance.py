@@ -174,11 +174,25 @@ def _filter_choices(form: Any) -> None:
     form.set_choices(programs, calls, district_choices(lang()))
 
 
+def _choice(value: Any) -> str | None:
+    """A select's value, or None when empty or whitespace (which ``Optional()`` lets through)."""
+    value = (value or "").strip() if isinstance(value, str) else value
+    return value or None
+
+
+def _int_choice(value: Any) -> int | None:
+    value = _choice(value)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _filters_from(form: Any) -> ops.BatchFilters:
     return ops.BatchFilters(
-        program=form.program.data or None,
-        call_id=int(form.call.data) if form.call.data else None,
-        district=form.district.data or None,
+        program=_choice(form.program.data),
+        call_id=_int_choice(form.call.data),
+        district=_choice(form.district.data),
         issued_from=form.issued_from.data,
         issued_to=form.issued_to.data,
     )
@@ -645,9 +659,9 @@ def _dashboard_filters() -> tuple[ReportFilterForm, reports.DashboardFilters]:
     if request.args and not form.validate():
         _drop_invalid(form)
     return form, reports.DashboardFilters(
-        program=form.program.data or None,
-        district=form.district.data or None,
-        year=int(form.year.data) if form.year.data else None,
+        program=_choice(form.program.data),
+        district=_choice(form.district.data),
+        year=_int_choice(form.year.data),
     )
 
 

@@ -43,6 +43,7 @@ from forms.portal import (
 from workflow.definitions.loader import latest_definition
 from workflow.engine import available_transitions, compiled
 from workflow.errors import ConflictError, ValidationFailed
+from workflow.loaders import load_application
 from workflow.models import Application, Attachment, Call, Decision, User
 from workflow.operations.applications import (
     CallClosed,
@@ -98,7 +99,9 @@ def _get(model: type, ident: int) -> Any:
 
 
 def _own_application(app_id: int) -> Application:
-    app = _get(Application, app_id)
+    app = load_application(db.session, app_id)
+    if app is None:
+        abort(404)
     if not can_use_portal(current_user, app):
         abort(403)
     return app

@@ -40,6 +40,7 @@ from forms.review import (
 from workflow.definitions.schema import Transition
 from workflow.engine import compiled, fire
 from workflow.errors import GuardFailed, TransitionNotAllowed, ValidationFailed
+from workflow.loaders import load_application
 from workflow.models import Application, Attachment, User
 from workflow.operations import review as ops
 from workflow.permissions import (
@@ -51,7 +52,13 @@ from workflow.permissions import (
     can_view_attachment,
     roles_for,
 )
-from workflow.queues import PER_PAGE_CHOICES, STAGE_ORDER, queue_page, visible_applications
+from workflow.queues import (
+    HISTORY_STAGES,
+    PER_PAGE_CHOICES,
+    STAGE_ORDER,
+    queue_page,
+    visible_applications,
+)
 from workflow.storage import LocalStorage, StorageError
 
 from ..access import login_required_mfa
@@ -141,7 +148,8 @@ def queue():
         args=base,
         sorts=SORT_LABELS,
         per_page_choices=PER_PAGE_CHOICES,
-        stages=[s for s in STAGE_ORDER if s in page.counts],
+        # Open stages with work in them, then the history stages (counted when opened).
+        stages=[s for s in STAGE_ORDER if s in page.counts or s in HISTORY_STAGES],
         batch_actions=batch_actions(user, options["programs"]),
         form=SimpleForm(),
     )
@@ -151,7 +159,9 @@ def queue():
 
 
 def _load_visible(app_id: int) -> Application:
-    app = db.get_or_404(Application, app_id)
+    app = load_application(db.session, app_id)
+    if app is None:
+        abort(404)
     if not can_view_application(reviewer(), app):
         abort(403)
     return app

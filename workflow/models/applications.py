@@ -16,12 +16,27 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, JSONType, UTCDateTime, utcnow
 from .people import Organization, User
 from .programs import Call, ProgramDefinition
+
+# Stages where an application waits for a reviewer (the queues' open work); the others are
+# draft (the applicant's) and decided / payment / closed (history).
+OPEN_STAGES = (
+    "district",
+    "eligibility",
+    "supplement",
+    "expert",
+    "ranking",
+    "approval",
+    "notice",
+    "objection",
+)
+_OPEN = text("stage IN (" + ", ".join(f"'{s}'" for s in OPEN_STAGES) + ")")
 
 
 class Application(Base):
@@ -38,6 +53,27 @@ class Application(Base):
         UniqueConstraint("organization_id", "call_id"),
         Index("ix_applications_queue", "state", "call_id", "submitted_at", "id"),
         Index("ix_applications_district_state", "district", "state", "id"),
+        # Reviewer queues (workflow/queues.py): a stage's queue, a district's stage queue,
+        # and all open work, each in submission order, so a page is an index range scan.
+        Index("ix_applications_stage_submitted", "stage", "submitted_at", "id"),
+        Index(
+            "ix_applications_district_stage_submitted", "district", "stage", "submitted_at", "id"
+        ),
+        Index(
+            "ix_applications_open_submitted",
+            "submitted_at",
+            "id",
+            postgresql_where=_OPEN,
+            sqlite_where=_OPEN,
+        ),
+        Index(
+            "ix_applications_open_district_submitted",
+            "district",
+            "submitted_at",
+            "id",
+            postgresql_where=_OPEN,
+            sqlite_where=_OPEN,
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -49,11 +85,21 @@ class Application(Base):
     # Copied from the organization at creation so queues filter without a join.
     district: Mapped[str] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(40), default="draft")
+    # The state's stage family in its definition (draft, district, ..., closed), kept in
+    # step with ``state`` at every flush (workflow/engine.py ``_keep_stage``) so queues
+    # filter and count by stage on an index, whatever the program.
+    stage: Mapped[str] = mapped_column(String(20), default="draft")
     form_data: Mapped[dict] = mapped_column(JSONType, default=dict)
-    snapshot: Mapped[dict | None] = mapped_column(JSONType)
-    eligibility: Mapped[list | None] = mapped_column(JSONType)
+    # The frozen JSON (about 12 KB per submitted application) is deferred: transitions
+    # and queues do not read it; the first access loads all three in one statement.
+    snapshot: Mapped[dict | None] = mapped_column(JSONType, deferred=True, deferred_group="frozen")
+    eligibility: Mapped[list | None] = mapped_column(
+        JSONType, deferred=True, deferred_group="frozen"
+    )
     award_fen: Mapped[int | None] = mapped_column(BigInteger)
-    award_trace: Mapped[dict | None] = mapped_column(JSONType)
+    award_trace: Mapped[dict | None] = mapped_column(
+        JSONType, deferred=True, deferred_group="frozen"
+    )
     score: Mapped[Decimal | None] = mapped_column(Numeric(8, 3))
     rank: Mapped[int | None] = mapped_column(Integer)
     # What the applicant must change while in a supplement state (补正).
