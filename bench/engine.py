@@ -4,18 +4,12 @@ writes done with plain SQL in the same run.
 Every mode commits once per transition, as a web request does, with one worker process
 per core (default 2) on disjoint applications:
 
-``engine``    what a request does: load the user (the login loader), load the
-              application, ``fire(district_pass, expected_version=...)`` (permission,
-              guards, machine, effects, notification + e-mail outbox row, audit event,
-              optimistic lock), commit (the audit chain is linked at commit under the
+``engine``    what a request does: load the user (``workflow.loaders.load_user``, the
+              login loader) and the application (``load_application``, as the views do),
+              ``fire(district_pass, expected_version=...)`` (permission, guards, machine,
+              effects, notification + e-mail outbox row, audit event, optimistic lock),
+              commit (the audit events are chained and inserted at commit under the
               chain-head lock), close the session. One Session per worker, reused.
-``engine_eager``  the same, but the harness loads the way a tuned view could: the
-              user with its grants and the application with its organization and call in
-              one statement each (three round trips fewer), without the frozen JSON
-              columns a transition does not read (snapshot, eligibility, award trace:
-              about 10 KB of JSON to parse per application); nothing else changed.
-``engine_proposed``  engine_eager plus the engine changes proposed in
-              bench/proposals.py, monkeypatched into the worker process only.
 ``sql``       the same rows written by hand with psycopg: UPDATE ... WHERE id AND version,
               notification and outbox rows, then lock the chain head, INSERT the chained
               audit event, UPDATE the head, COMMIT.
@@ -43,9 +37,9 @@ from datetime import date
 from typing import Any
 
 from .common import bench_url, median, percentile
-from .engine_worker import FROM_STATE, engine_items, patches, worker
+from .engine_worker import FROM_STATE, engine_items, worker
 
-MODES = ("engine", "engine_eager", "engine_proposed", "sql", "sql_min")
+MODES = ("engine", "sql", "sql_min")
 
 
 # ---------------------------------------------------------------- the driver
@@ -140,7 +134,7 @@ def _reset(url: str, ids: list[int]) -> dict[int, int]:
         with engine.begin() as conn:
             conn.execute(
                 text(
-                    "UPDATE applications SET state = :s, deadline_on = NULL "
+                    "UPDATE applications SET state = :s, stage = 'district', deadline_on = NULL "
                     "WHERE id = ANY(:ids) AND state <> :s"
                 ),
                 {"s": FROM_STATE, "ids": ids},
@@ -210,37 +204,30 @@ def run(
         summary["ratio_vs_sql"] = summary["engine"]["rate"] / summary["sql"]["rate"]
     if "engine" in summary and "sql_min" in summary:
         summary["ratio_vs_sql_min"] = summary["engine"]["rate"] / summary["sql_min"]["rate"]
-    if "engine_eager" in summary and "sql" in summary:
-        summary["ratio_eager_vs_sql"] = summary["engine_eager"]["rate"] / summary["sql"]["rate"]
-    if "engine_proposed" in summary and "sql" in summary:
-        summary["ratio_proposed_vs_sql"] = (
-            summary["engine_proposed"]["rate"] / summary["sql"]["rate"]
-        )
     return summary
 
 
-def profile(url: str | None = None, n: int = 150, top: int = 30, mode: str = "engine") -> str:
-    """cProfile, on the process CPU clock, of ``n`` transitions of one engine mode in
-    this process: where a transition's CPU goes. Returns the report text."""
+def profile(url: str | None = None, n: int = 150, top: int = 30) -> str:
+    """cProfile, on the process CPU clock, of ``n`` transitions through ``fire`` in this
+    process: where a transition's CPU goes. Returns the report text."""
     url = url or bench_url()
     ids, officer = _sample(url, n)
     versions = _reset(url, ids)
-    one, close, _pid = engine_items(url, date.today(), None, eager=mode != "engine")
-    with patches(mode):
-        for i in ids[:3]:  # warm-up outside the profile
-            one(i, officer[i], versions[i])
-        prof = cProfile.Profile(time.process_time)
-        cpu0 = time.process_time()
-        prof.enable()
-        for i in ids[3:]:
-            one(i, officer[i], versions[i])
-        prof.disable()
-        cpu = time.process_time() - cpu0
+    one, close, _pid = engine_items(url, date.today(), None)
+    for i in ids[:3]:  # warm-up outside the profile
+        one(i, officer[i], versions[i])
+    prof = cProfile.Profile(time.process_time)
+    cpu0 = time.process_time()
+    prof.enable()
+    for i in ids[3:]:
+        one(i, officer[i], versions[i])
+    prof.disable()
+    cpu = time.process_time() - cpu0
     close()
     _reset(url, ids)
     out = io.StringIO()
     out.write(
-        f"{mode}: {len(ids) - 3} transitions, {cpu / (len(ids) - 3) * 1000:.1f} ms of CPU "
+        f"fire: {len(ids) - 3} transitions, {cpu / (len(ids) - 3) * 1000:.1f} ms of CPU "
         "each under cProfile (the profiler roughly doubles Python's cost; compare shares)\n"
     )
     stats = pstats.Stats(prof, stream=out)
@@ -256,13 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-run", type=int, default=600)
     parser.add_argument("--time-limit", type=float, default=20.0)
     parser.add_argument("--profile", action="store_true", help="cProfile the engine mode")
-    parser.add_argument(
-        "--mode", default="engine", choices=("engine", "engine_eager", "engine_proposed")
-    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.profile:
-        print(profile(mode=args.mode))
+        print(profile())
         return 0
     result = run(
         workers=args.workers, runs=args.runs, per_run=args.per_run, time_limit=args.time_limit

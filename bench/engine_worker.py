@@ -1,10 +1,9 @@
 """What runs inside an engine-benchmark worker process: one transition per mode (the
-request-shaped ``fire``, its eager and proposed variants, and the plain-SQL references),
+request-shaped ``fire`` and the plain-SQL references),
 the loop that times them, and the CPU and chain-lock measurements."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -55,13 +54,14 @@ class Timer:
                 self.lock_at = None
 
 
-def engine_items(url: str, today: date, timer: Timer | None, *, eager: bool = False):
+def engine_items(url: str, today: date, timer: Timer | None):
     from sqlalchemy import create_engine, select
-    from sqlalchemy.orm import Session, defer, joinedload
+    from sqlalchemy.orm import Session
 
     from workflow import outbox
     from workflow.engine import compiled, fire
-    from workflow.models import Application, ProgramDefinition, User
+    from workflow.loaders import load_application, load_user
+    from workflow.models import ProgramDefinition
 
     outbox.set_relay(None)  # relay (RQ enqueue) happens after the commit; not measured here
     engine = create_engine(url, pool_size=1, max_overflow=0)
@@ -73,24 +73,10 @@ def engine_items(url: str, today: date, timer: Timer | None, *, eager: bool = Fa
     if timer is not None:
         timer.install(engine, session)
 
-    user_opts = [joinedload(User.grants)] if eager else []
-    app_opts = (
-        [
-            joinedload(Application.organization),
-            joinedload(Application.call),
-            # The frozen JSON a transition does not read (loaded on access if it does).
-            defer(Application.snapshot),
-            defer(Application.eligibility),
-            defer(Application.award_trace),
-        ]
-        if eager
-        else []
-    )
-
     def one(app_id: int, officer_id: int, _version: int) -> None:
         try:
-            user = session.get(User, officer_id, options=user_opts)
-            app = session.get(Application, app_id, options=app_opts)
+            user = load_user(session, officer_id)
+            app = load_application(session, app_id)
             fire(session, app, TRIGGER, user, expected_version=app.version, today=today)
             outbox.commit(session)
         except Exception:
@@ -123,7 +109,8 @@ def sql_items(url: str, minimal: bool, timer: Timer | None):
         t0 = time.perf_counter()
         now = datetime.now(UTC)
         cur.execute(
-            "UPDATE applications SET state = %s, version = version + 1, state_entered_at = %s, "
+            "UPDATE applications SET state = %s, stage = 'eligibility', version = version + 1, "
+            "state_entered_at = %s, "
             "updated_at = %s, deadline_on = NULL WHERE id = %s AND version = %s "
             "RETURNING organization_id, encode(sha256(convert_to(form_data::text, 'UTF8')), 'hex')",
             (TO_STATE, now, now, app_id, version),
@@ -220,7 +207,7 @@ def worker(url: str, today: date, conn: Any) -> None:
         timer = Timer()
         if mode not in runners:
             if mode.startswith("engine"):
-                runners[mode] = engine_items(url, today, timer, eager=mode != "engine")
+                runners[mode] = engine_items(url, today, timer)
             else:
                 runners[mode] = sql_items(url, mode == "sql_min", timer)
             runners[mode] = (runners[mode], timer)
@@ -235,18 +222,17 @@ def worker(url: str, today: date, conn: Any) -> None:
         started = time.perf_counter()
         latencies: list[float] = []
         errors = 0
-        with patches(mode):
-            for app_id, officer_id, version in items:
-                t0 = time.perf_counter()
-                try:
-                    one(app_id, officer_id, version)
-                    latencies.append(time.perf_counter() - t0)
-                except Exception as exc:  # counted, reported; never silently dropped
-                    errors += 1
-                    if errors == 1:
-                        print(f"[bench.engine {mode}] {type(exc).__name__}: {exc}"[:300])
-                if time.perf_counter() - started > time_limit:
-                    break
+        for app_id, officer_id, version in items:
+            t0 = time.perf_counter()
+            try:
+                one(app_id, officer_id, version)
+                latencies.append(time.perf_counter() - t0)
+            except Exception as exc:  # counted, reported; never silently dropped
+                errors += 1
+                if errors == 1:
+                    print(f"[bench.engine {mode}] {type(exc).__name__}: {exc}"[:300])
+            if time.perf_counter() - started > time_limit:
+                break
         elapsed = time.perf_counter() - started
         client_cpu = time.process_time() - client0
         server_cpu = cpu_seconds(pid) - server0
@@ -265,14 +251,6 @@ def worker(url: str, today: date, conn: Any) -> None:
         )
     for (_one, close, _pid), _timer in runners.values():
         close()
-
-
-def patches(mode: str) -> contextlib.AbstractContextManager[None]:
-    if mode == "engine_proposed":
-        from . import proposals
-
-        return proposals.patched()
-    return contextlib.nullcontext()
 
 
 def cpu_seconds(pid: int) -> float:

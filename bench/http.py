@@ -91,7 +91,7 @@ def _reset_drafts(url: str, ids: list[int]) -> dict[int, int]:
         with engine.begin() as conn:
             conn.execute(
                 text(
-                    "UPDATE applications SET state = 'draft', number = NULL, snapshot = NULL, "
+                    "UPDATE applications SET state = 'draft', stage = 'draft', number = NULL, snapshot = NULL, "
                     "submitted_at = NULL, eligibility = NULL, award_trace = NULL, award_fen = NULL, "
                     "deadline_on = NULL WHERE id = ANY(:ids) AND state <> 'draft'"
                 ),

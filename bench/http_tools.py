@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,6 +170,9 @@ def server(
         except subprocess.TimeoutExpired:
             proc.kill()
         log_file.close()
+        shutil.rmtree(storage, ignore_errors=True)
+        if os.path.getsize(log_file.name) == 0:  # keep the log only if gunicorn said something
+            os.unlink(log_file.name)
 
 
 SERVER_PID: dict[str, int] = {}

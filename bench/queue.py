@@ -65,18 +65,17 @@ def _deep_cursor(session: Session, user: Any, query: Any, today: date, rows_befo
     """A cursor for the row at position ``rows_before`` (what the "next" link on page
     ``rows_before / per_page`` would carry), found once with OFFSET (not timed)."""
     from workflow import queues
-    from workflow.models import Application, Organization
+    from workflow.models import Application
 
-    _counts, pairs = queues.stage_counts(session, user, query, today)
     conds = queues._filters(user, query, today)
-    if query.stage:
-        conds.append(queues._stage_clause(pairs.get(query.stage, set())))
-    column = queues.SORTS[query.sort]
+    scope = queues._stage_scope(query)
+    if scope is not None:
+        conds.append(scope)
+    assert query.sort == "submitted"
     row = session.scalars(
         select(Application)
-        .join(Organization, Organization.id == Application.organization_id)
-        .where(*conds)
-        .order_by(*queues._order(column, descending=query.descending, reverse=False))
+        .where(*conds, Application.submitted_at.is_not(None))
+        .order_by(*queues._submitted_order(descending=query.descending, reverse=False))
         .offset(rows_before - 1)
         .limit(1)
     ).first()
@@ -94,9 +93,13 @@ def _cases(session: Session, users: dict[str, Any], today: date) -> list[Case]:
         cases.append(Case(who, "first", first, f"stage={STAGE[who]}, sorted by submission"))
         deep = None
         everything = queues.QueueQuery(sort="submitted", per_page=25)
-        for base, label in ((first, f"stage={STAGE[who]}"), (everything, "all stages")):
-            counts = queues.stage_counts(session, user, base, today)[0]
-            rows = counts.get(base.stage, 0) if base.stage else sum(counts.values())
+        for base, label in ((first, f"stage={STAGE[who]}"), (everything, "all open work")):
+            counts = queues.stage_counts(session, user, base, today)
+            rows = (
+                counts.get(base.stage, 0)
+                if base.stage
+                else sum(n for s, n in counts.items() if s in queues.OPEN_STAGES)
+            )
             if rows > (PAGE - 1) * base.per_page:
                 cursor = _deep_cursor(session, user, base, today, (PAGE - 1) * base.per_page)
                 deep = Case(who, "deep", replace(base, cursor=cursor), f"page {PAGE}, {label}")
@@ -104,7 +107,7 @@ def _cases(session: Session, users: dict[str, Any], today: date) -> list[Case]:
         if deep is None:  # fewer than 25,000 visible rows: the last page of everything
             last = max(1, (rows - 1) // everything.per_page)
             cursor = _deep_cursor(session, user, everything, today, last * everything.per_page)
-            label = f"page {last + 1} (last; {rows} rows), all stages"
+            label = f"page {last + 1} (last; {rows} rows), all open work"
             deep = Case(who, "deep", replace(everything, cursor=cursor), label)
         cases.append(deep)
     return cases
@@ -153,7 +156,6 @@ def run(
     runs: int = 5,
     calls: int = 20,
     time_limit: float = 60.0,
-    proposed: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
     why = available()
@@ -202,67 +204,9 @@ def run(
                 f"  queue {case.officer:8} {case.page:5} p50 {result['p50_ms']:7.1f} ms "
                 f"p95 {result['p95_ms']:7.1f} ms ({case.label}; {result['queries']} queries)"
             )
-        if proposed and any(c["p95_ms"] > GOAL_MS for c in out["cases"]):
-            out["proposed"] = _run_proposed(engine, stmts, ids, cases, runs, calls, time_limit, log)
     finally:
         engine.dispose()
     return out
-
-
-def _run_proposed(engine, stmts, ids, cases, runs, calls, time_limit, log) -> dict[str, Any]:  # noqa: ANN001
-    """The same cases through bench/queue_proposals.py, with its indexes built for the
-    measurement and dropped afterwards."""
-    from workflow.engine import _CACHE
-    from workflow.models import User
-
-    from . import queue_proposals as qp
-
-    result: dict[str, Any] = {"cases": []}
-    with engine.begin() as conn:
-        result["index_build_s"] = qp.create_indexes(conn)
-    try:
-        with Session(engine) as s:
-            qp.prepare(s)
-            stage_states = {
-                stage: sorted(
-                    {
-                        st.name
-                        for c in _CACHE.values()
-                        for st in c.program.states
-                        if st.stage == stage
-                    }
-                )
-                for stage in set(STAGE.values())
-            }
-            plan = []
-            for case in cases:
-                user = s.get(User, ids[case.officer])
-                states = stage_states.get(case.query.stage) if case.query.stage else None
-                key = None
-                if case.page == "deep":
-                    offset = _offset(case.label)
-                    key = qp.deep_key(s, user, states, offset) if offset else None
-                plan.append((case, states, key))
-        for case, states, key in plan:
-
-            def call(s: Session, case: Case = case, states=states, key=key) -> Any:  # noqa: ANN001
-                user = s.get(User, ids[case.officer])
-                _ = user.grants
-                stmts.items.clear()
-                return qp.page(s, user, states, key)
-
-            m = _measure(engine, stmts, call, runs, calls, time_limit)
-            m.pop("last")
-            item = {"officer": case.officer, "page": case.page, "label": case.label, **m}
-            result["cases"].append(item)
-            log(
-                f"  queue (proposed) {case.officer:8} {case.page:5} p50 {item['p50_ms']:7.1f} ms "
-                f"p95 {item['p95_ms']:7.1f} ms ({item['queries']} queries)"
-            )
-    finally:
-        with engine.begin() as conn:
-            qp.drop_indexes(conn)
-    return result
 
 
 def _offset(label: str) -> int | None:

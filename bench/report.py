@@ -54,10 +54,7 @@ ROWS: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
     ("engine: plain SQL, same writes, /s", _get("engine", "sql", "rate"), "{:.0f}", "", None),
     ("engine: plain SQL, UPDATE + audit event only, /s", _get("engine", "sql_min", "rate"), "{:.0f}", "", None),
     ("engine: fire / plain SQL (UPDATE + audit only)", _get("engine", "ratio_vs_sql_min"), "{:.0%}", "", None),
-    ("engine: fire with eager-loading view (harness only), /s", _get("engine", "engine_eager", "rate"), "{:.0f}", "", None),
-    ("engine: fire with eager view + proposed engine changes, /s", _get("engine", "engine_proposed", "rate"), "{:.0f}", "", None),
-    ("engine: proposed / plain SQL (same writes)", _get("engine", "ratio_proposed_vs_sql"), "{:.0%}", "", None),
-    ("engine: CPU ms per transition, worker+db: fire / eager / proposed / SQL", lambda d: _cpu(d), "{}", "", None),
+    ("engine: CPU ms per transition, worker+db: fire / plain SQL", lambda d: _cpu(d), "{}", "", None),
     ("engine: fire latency p50 / p95, ms", lambda d: _pair(d, ("engine", "engine", "p50_ms"), ("engine", "engine", "p95_ms")), "{}", "", None),
     ("engine: chain-head lock held p50 / p95, ms: fire", lambda d: _pair(d, ("engine", "engine", "lock_held_ms_p50"), ("engine", "engine", "lock_held_ms_p95")), "{}", "", None),
     ("engine: chain-head lock held p50 / p95, ms: plain SQL", lambda d: _pair(d, ("engine", "sql", "lock_held_ms_p50"), ("engine", "sql", "lock_held_ms_p95")), "{}", "", None),
@@ -69,8 +66,6 @@ ROWS: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
     ("queue, district officer: deep page p50 / p95, ms", lambda d: _pair2(_queue("district", "deep", "p50_ms")(d), _queue("district", "deep", "p95_ms")(d)), "{}", "p95 < 100", lambda v: _p95_ok(v)),
     ("queue, district officer: deep page measured", _queue_label("district", "deep"), "{}", "page 1000", None),
     ("queue: queries per page (every case)", lambda d: _queries(d), "{}", "constant", lambda v: v is not None and "," not in str(v)),
-    ("queue, proposed queries + indexes, p50 / p95 ms: city first ; deep", lambda d: _proposed(d, "city"), "{}", "p95 < 100", None),
-    ("queue, proposed queries + indexes, p50 / p95 ms: district first ; deep", lambda d: _proposed(d, "district"), "{}", "p95 < 100", None),
     ("http status page p50 / p95, ms (32 clients)", lambda d: _pair(d, ("http", "status", "p50_ms"), ("http", "status", "p95_ms")), "{}", "p95 < 150", lambda v: _p95_ok(v, 150)),
     ("http status page: requests/s, errors", lambda d: _rate_err(d, "status"), "{}", "no errors", lambda v: v is not None and v.endswith(", 0")),
     ("http submit p50 / p95, ms (32 clients)", lambda d: _pair(d, ("http", "submit", "p50_ms"), ("http", "submit", "p95_ms")), "{}", "p95 < 150", lambda v: _p95_ok(v, 150)),
@@ -136,23 +131,11 @@ def _p95_ok(v: Any, goal: float = 100.0) -> bool:
 def _cpu(d: dict[str, Any]) -> str | None:
     e = d.get("engine") or {}
     parts = []
-    for mode in ("engine", "engine_eager", "engine_proposed", "sql"):
+    for mode in ("engine", "sql"):
         m = e.get(mode) or {}
         c, s = m.get("client_cpu_ms"), m.get("server_cpu_ms")
         parts.append("-" if c is None else f"{c:.1f}+{s:.1f}")
     return None if all(p == "-" for p in parts) else " / ".join(parts)
-
-
-def _proposed(d: dict[str, Any], officer: str) -> str | None:
-    p = (d.get("queue") or {}).get("proposed") or {}
-    cases = {(c["officer"], c["page"]): c for c in p.get("cases", [])}
-    if not cases:
-        return None
-    return " ; ".join(
-        f"{_num(cases.get((officer, page), {}).get('p50_ms'))} / "
-        f"{_num(cases.get((officer, page), {}).get('p95_ms'))}"
-        for page in ("first", "deep")
-    )
 
 
 def _http_cpu(d: dict[str, Any]) -> str | None:

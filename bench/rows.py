@@ -24,6 +24,22 @@ from .call_plan import CallInfo, load_calls
 
 EXPERTS = 10
 
+
+def _stages() -> dict[str, str]:
+    """State -> stage family, from the shipped definitions (the same in all four)."""
+    from pathlib import Path
+
+    from workflow.definitions.loader import parse_program
+
+    out: dict[str, str] = {}
+    for path in sorted((Path(__file__).parent.parent / "definitions").glob("*.yaml")):
+        for state in parse_program(path.read_text(encoding="utf-8"), path.name).states:
+            out[state.name] = state.stage
+    return out
+
+
+STAGES = _stages()
+
 # Scalar columns of an application; the generator adds the JSON columns from ``tpl``.
 APP_COLS = [
     "id",
@@ -34,6 +50,7 @@ APP_COLS = [
     "program_code",
     "district",
     "state",
+    "stage",
     "award_fen",
     "score",
     "rank",
@@ -278,6 +295,7 @@ class Builder:
                 call.program,
                 district,
                 state,
+                STAGES[state],
                 award,
                 score,
                 rank,
