@@ -3,8 +3,9 @@ gthread) on loopback, 32 concurrent clients, with a load generator made of threa
 ``http.client`` (keep-alive connections, one per client).
 
 The server runs as in production: ``SHENBAO_ENV=production``, a ``SECRET_KEY``, the bench
-database, ``REDIS_URL`` unset (jobs after the commit run in-process, as the embedded
-configuration does). Clients log in through the real ``/login`` form (Argon2 check, CSRF
+database, ``REDIS_URL`` set to a local Redis database of its own (jobs are relayed to RQ
+after the commit; nobody consumes them during the run; if no Redis answers they run
+in-process, as the embedded configuration does; the results say which). Clients log in through the real ``/login`` form (Argon2 check, CSRF
 token), once, before the timed runs.
 
 * ``status``: GET /applications/<id> of the client's own application under review,
@@ -31,7 +32,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from .common import BENCH_PASSWORD, bench_url, median, percentile
-from .http_tools import Client, CpuMeter, hidden_inputs, parallel, server
+from .http_tools import Client, CpuMeter, bench_redis_url, hidden_inputs, parallel, server
 
 CLIENTS = 32
 GOAL_MS = 150.0
@@ -256,6 +257,7 @@ def run(
             "error_kinds": sorted({k for x in items for k in x["error_kinds"]})[:5],
             "runs": len(items),
         }
+    out["jobs"] = "relayed to Redis (RQ)" if bench_redis_url() else "run in-process"
     return out
 
 

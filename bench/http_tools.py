@@ -108,15 +108,44 @@ class Client:
 # ---------------------------------------------------------------- the server
 
 
+def bench_redis_url() -> str | None:
+    """The Redis the benchmark's web server sends jobs to, if one answers."""
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+    if not url:
+        return None
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception:  # noqa: BLE001 (no Redis: jobs run in-process instead)
+        return None
+    return url
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    with contextlib.suppress(Exception):
+        redis.Redis.from_url(url).flushdb()
+
+
 @contextlib.contextmanager
 def server(
     url: str, *, workers: int = 2, threads: int = 4, port: int | None = None
 ) -> Iterator[int]:
-    """gunicorn on loopback against the bench database; yields the port."""
+    """gunicorn on loopback against the bench database; yields the port.
+
+    Jobs go to Redis as in production (``BENCH_REDIS_URL``, default database 11 of the
+    local Redis, emptied afterwards; no worker consumes them during the run), or, when no
+    Redis answers, run in the request after the commit as the embedded defaults do.
+    """
     port = port or _free_port()
     storage = tempfile.mkdtemp(prefix="shenbao-bench-storage-")
     env = dict(os.environ)
     env.pop("REDIS_URL", None)
+    redis_url = bench_redis_url()
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     env.update(
         SHENBAO_ENV="production",
         SECRET_KEY=SECRET_KEY,
@@ -171,6 +200,8 @@ def server(
             proc.kill()
         log_file.close()
         shutil.rmtree(storage, ignore_errors=True)
+        if redis_url:
+            _flush_redis(redis_url)
         if os.path.getsize(log_file.name) == 0:  # keep the log only if gunicorn said something
             os.unlink(log_file.name)
 

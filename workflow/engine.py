@@ -76,6 +76,8 @@ class CompiledDefinition:
     # Per state: the costly facts a transition leaving it may read (its guards, plus any
     # use elsewhere in the definition: rules, award, effects). Computed once per version.
     needs: dict[str, frozenset[str]] = field(default_factory=dict)
+    elsewhere: frozenset[str] = frozenset()
+    _needs_of: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, row_id: int, version: int, program: Program) -> CompiledDefinition:
@@ -101,10 +103,19 @@ class CompiledDefinition:
             )
             for s in program.states
         }
-        return cls(row_id, version, program, machine, by_trigger, needs)
+        return cls(row_id, version, program, machine, by_trigger, needs, elsewhere)
 
     def needs_in(self, state: str) -> frozenset[str]:
         return self.needs.get(state, ALL_FACTS)
+
+    def needs_of(self, transitions: list[Transition]) -> frozenset[str]:
+        """The costly facts these transitions' guards (or the definition elsewhere) read."""
+        key = tuple(f"{t.trigger}:{t.dest}" for t in transitions)
+        hit = self._needs_of.get(key)
+        if hit is None:
+            guards = " ".join(g for t in transitions for g in t.guards)
+            hit = self._needs_of[key] = self.elsewhere | facts_used(guards)
+        return hit
 
     def candidates(self, trigger: str, state: str) -> list[Transition]:
         return [t for t in self.by_trigger.get(trigger, []) if state in t.source]
@@ -264,17 +275,18 @@ def available_transitions(
     roles = roles_for(actor, application)
     if not roles:
         return []
-    names = None
+    allowed = [t for t in comp.transitions_from(application.state) if roles & set(t.roles)]
+    if not allowed:
+        return []
+    # Only the facts these transitions can read (an applicant's page skips the reviewers'
+    # eligibility rules and counts).
+    names = names_for(session, application, comp.program, today, comp.needs_of(allowed))
     functions = table_functions()
     out: list[Transition] = []
     seen: set[str] = set()
-    for t in comp.transitions_from(application.state):
-        if t.trigger in seen or not roles & set(t.roles):
+    for t in allowed:
+        if t.trigger in seen:
             continue
-        if names is None:
-            names = names_for(
-                session, application, comp.program, today, comp.needs_in(application.state)
-            )
         if all(_guard_ok(g, names, functions) for g in t.guards) and not _four_eyes_blocks(
             session, comp.program, application, actor, t.trigger
         ):

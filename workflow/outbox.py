@@ -10,6 +10,7 @@ sends them later; deterministic job ids make a double send harmless.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -19,11 +20,11 @@ from .models import OutboxJob, utcnow
 
 QUEUES = ("documents", "notifications", "exports", "scheduled")
 
-# Set by the web layer: takes (session, [OutboxJob]) and delivers them.
-_relay: Callable[[Session, list[OutboxJob]], None] | None = None
+# Set by the web layer: takes (session, [OutboxJob or Relayable]) and delivers them.
+_relay: Callable[[Session, list[Any]], None] | None = None
 
 
-def set_relay(fn: Callable[[Session, list[OutboxJob]], None] | None) -> None:
+def set_relay(fn: Callable[[Session, list[Any]], None] | None) -> None:
     global _relay
     _relay = fn
 
@@ -54,14 +55,28 @@ def enqueue(
     pending[job_id] = row
 
 
+@dataclass(frozen=True)
+class Relayable:
+    """What the relay needs of a committed outbox row (read before the commit expires
+    the row, so relaying needs no query)."""
+
+    id: int
+    job_id: str
+    queue: str
+    func: str
+    args: dict[str, Any]
+
+
 def commit(session: Session) -> None:
     """Commit, then relay the jobs this transaction recorded."""
     new = list(session.info.pop("outbox_new", {}).values())
+    items: list[Relayable] = []
+    if new:
+        session.flush()  # ids
+        items = [Relayable(j.id, j.job_id, j.queue, j.func, dict(j.args or {})) for j in new]
     session.commit()
-    if new and _relay is not None:
-        ids = [j.id for j in new]
-        jobs = session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids))).all()
-        _relay(session, list(jobs))
+    if items and _relay is not None:
+        _relay(session, items)
 
 
 def rollback(session: Session) -> None:
