@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from .models import AuditChainHead, AuditEvent, utcnow
@@ -125,11 +125,18 @@ def _chain_pending_events(session: Session) -> None:
         ev.prev_hash = prev
         ev.hash = event_digest(ev, prev)
         prev = ev.hash
-    session.add_all(pending)
+    # Plain INSERTs of the chained rows (no unit of work: nothing else is pending now).
+    session.execute(insert(AuditEvent.__table__), [_row(ev) for ev in pending])
     session.execute(
         update(AuditChainHead).where(AuditChainHead.id == 1).values(last_seq=seq, last_hash=prev)
     )
-    session.flush()
+
+
+_EVENT_COLUMNS = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+
+
+def _row(ev: AuditEvent) -> dict[str, Any]:
+    return {key: getattr(ev, key) for key in _EVENT_COLUMNS}
 
 
 @event.listens_for(Session, "before_commit")

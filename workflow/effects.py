@@ -375,17 +375,19 @@ def notify_applicant(ctx: EffectContext, from_state: str) -> None:
         ).all()
     stamp = ctx.application.state_entered_at.strftime("%Y%m%d%H%M%S%f")
     link = f"/applications/{app.id}"
+    rows = []
     for user_id, locale, preferences in users:
         title = f"{program.name.get(locale)}：{after.get(locale)}"
-        ctx.session.add(
-            Notification(
-                user_id=user_id,
-                kind="state_change",
-                title=title,
-                body=ctx.reason or "",
-                link=link,
-                application_id=app.id,
-            )
+        rows.append(
+            {
+                "user_id": user_id,
+                "kind": "state_change",
+                "title": title,
+                "body": ctx.reason or "",
+                "link": link,
+                "application_id": app.id,
+                "created_at": utcnow(),
+            }
         )
         if (preferences or {}).get("state_change", True):
             outbox.enqueue(
@@ -397,3 +399,5 @@ def notify_applicant(ctx: EffectContext, from_state: str) -> None:
                 # The id carries the transition's microsecond timestamp: it cannot exist yet.
                 fresh=True,
             )
+    if rows:  # written now with one plain INSERT (nobody reads them back in this request)
+        ctx.session.execute(insert(Notification.__table__), rows)
