@@ -299,6 +299,7 @@ def backup_create(target: Path) -> None:
         f"backup written to {target}: {rows} rows in {len(result.tables)} tables, "
         f"{result.files} files"
     )
+    _warn_object_store("the objects in the S3 bucket are NOT in this archive")
 
 
 @backup_cli.command("restore")
@@ -315,3 +316,13 @@ def backup_restore(source: Path) -> None:
         sys.exit(1)
     db.session.commit()
     click.echo(f"restored {sum(result.tables.values())} rows and {result.files} files")
+    _warn_object_store(
+        "the files went to STORAGE_DIR; copy them to the bucket under S3_PREFIX (same keys)"
+    )
+
+
+def _warn_object_store(what: str) -> None:
+    """Backups copy STORAGE_DIR only: say so when the files live in an object store (back
+    the bucket up with its own versioning or replication)."""
+    if current_app.config.get("STORAGE_BACKEND") == "s3":
+        click.echo(f"note: STORAGE_BACKEND=s3: {what}", err=True)

@@ -17,7 +17,7 @@ from workflow.engine import compiled, fire
 from workflow.models import Attachment, Call, Organization, RoleGrant, User
 from workflow.operations.applications import save_draft, start_application, submit_application
 from workflow.operations.calls import create_call
-from workflow.storage import LocalStorage
+from workflow.storage import Storage
 
 from .security import hash_password
 
@@ -59,13 +59,13 @@ def _minimal_pdf(title: str) -> bytes:
     return out
 
 
-def seed_demo(session: Session, today: date, storage: LocalStorage | None = None) -> list[str]:
-    from flask import current_app
+def seed_demo(session: Session, today: date, storage: Storage | None = None) -> list[str]:
+    from .jobs import storage as app_storage
 
     lines: list[str] = []
     if session.scalar(select(User).where(User.email == "admin@demo.cn")) is not None:
         return ["demo data already present"]
-    storage = storage or LocalStorage(current_app.config["STORAGE_DIR"])
+    storage = storage or app_storage()
     sync_definitions(session)
     data: dict[str, Any] = yaml.safe_load(DATA_FILE.read_text(encoding="utf-8"))
     pw = hash_password(DEMO_PASSWORD)

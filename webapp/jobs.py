@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from workflow import outbox
 from workflow.jobs import JOBS, JobEnv
 from workflow.models import OutboxJob
-from workflow.storage import LocalStorage
+from workflow.storage import Storage, storage_from_config
 
 from .extensions import db
 
@@ -62,9 +62,16 @@ def job_settings(app: Flask) -> dict[str, Any]:
     return {k: app.config.get(k) for k in keys}
 
 
-def storage(app: Flask | None = None) -> LocalStorage:
+def storage(app: Flask | None = None) -> Storage:
+    """The app's storage, from ``STORAGE_BACKEND``: the one way views, jobs and commands
+    get it. Built on first use (never in the app factory) and once per process: an S3
+    client holds a connection pool that must not be shared across a fork."""
     app = app or current_app
-    return LocalStorage(app.config["STORAGE_DIR"])
+    cached = app.extensions.get("shenbao_storage")
+    if cached is None or cached[0] != os.getpid():
+        cached = (os.getpid(), storage_from_config(app.config))
+        app.extensions["shenbao_storage"] = cached
+    return cached[1]
 
 
 def run_job(func: str, args: dict[str, Any]) -> Any:

@@ -19,7 +19,7 @@ from .models import Decision
 
 if TYPE_CHECKING:
     from .effects import EffectContext
-    from .storage import LocalStorage
+    from .storage import Storage
 
 DEFAULT_AUTHORITY = "长春市市场监督管理局"
 TITLES = {
@@ -119,7 +119,7 @@ def _items(app: Any) -> list[dict[str, str]]:
 
 
 def render_decision(
-    session: Session, decision_id: int, storage: LocalStorage, public_base_url: str
+    session: Session, decision_id: int, storage: Storage, public_base_url: str
 ) -> str | None:
     """Render and store a decision's PDF once. Returns the sha256, or None if missing."""
     from .documents import render_pdf

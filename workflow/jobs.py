@@ -11,13 +11,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .storage import LocalStorage
+from .storage import Storage
 
 
 @dataclass
 class JobEnv:
     session: Session
-    storage: LocalStorage
+    storage: Storage
     settings: dict[str, Any] = field(default_factory=dict)
 
 

@@ -28,7 +28,6 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     jsonify,
     make_response,
@@ -46,11 +45,12 @@ from workflow import batch_documents as batch
 from workflow.engine import compiled
 from workflow.models import Call, Decision, JobRecord
 from workflow.permissions import can_view_decision
-from workflow.storage import LocalStorage, StorageError
+from workflow.storage import Storage, StorageError
 
 from ..access import login_required_mfa
 from ..extensions import db
 from ..hooks import lang
+from ..jobs import storage as app_storage
 
 bp = Blueprint("documents", __name__)
 
@@ -81,8 +81,8 @@ class ButtonForm(FlaskForm):
     """A button that posts: CSRF only."""
 
 
-def _storage() -> LocalStorage:
-    return LocalStorage(current_app.config["STORAGE_DIR"])
+def _storage() -> Storage:
+    return app_storage()
 
 
 def _label(labels: dict[str, dict[str, str]], key: str) -> str:
@@ -278,14 +278,12 @@ def download(job_id: str):
         abort(403)
     if record.status != "done" or not record.result_storage_key:
         abort(404)
-    try:
-        path = _storage().path_for(record.result_storage_key)
-    except StorageError:
-        abort(404)
-    if not path.is_file():
+    try:  # streamed from either backend, never loaded whole (a call's zip can be large)
+        body = _storage().open(record.result_storage_key)
+    except (StorageError, OSError):
         abort(404)
     response = send_file(
-        path,
+        body,
         mimetype="application/zip",
         as_attachment=True,
         download_name=f"decisions-call-{call_id}-{record.job_id.rsplit('-', 1)[-1]}.zip",

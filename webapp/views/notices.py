@@ -23,10 +23,11 @@ from workflow.engine import compiled
 from workflow.errors import TransitionNotAllowed, ValidationFailed
 from workflow.models import Application, PublicNotice
 from workflow.operations.notice import lodge_objection
-from workflow.storage import LocalStorage
+from workflow.storage import Storage
 
 from .. import hooks
 from ..extensions import db
+from ..jobs import storage as app_storage
 
 bp = Blueprint("notices", __name__)
 
@@ -161,8 +162,8 @@ def object_to(notice_id: int):
     return redirect(url_for("notices.show", notice_id=notice.id))
 
 
-def _storage() -> LocalStorage:
-    return LocalStorage(current_app.config["STORAGE_DIR"])
+def _storage() -> Storage:
+    return app_storage()
 
 
 def notice_document(notice: PublicNotice, rows: list[NoticeRow], base_url: str) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -62,11 +61,12 @@ from workflow.operations.attachments import (
     editable_materials,
 )
 from workflow.permissions import can_view_attachment, can_view_decision, roles_for
-from workflow.storage import LocalStorage, StorageError
+from workflow.storage import Storage, StorageError
 
 from ..access import login_required_mfa
 from ..extensions import db
 from ..hooks import lang
+from ..jobs import storage as app_storage
 from ..portal_pages import (
     diagram_mermaid,
     diagram_svg,
@@ -111,8 +111,8 @@ def _user() -> User:
     return current_user._get_current_object()  # type: ignore[attr-defined]
 
 
-def _storage() -> LocalStorage:
-    return LocalStorage(current_app.config["STORAGE_DIR"])
+def _storage() -> Storage:
+    return app_storage()
 
 
 def _program(app: Application):

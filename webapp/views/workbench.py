@@ -18,7 +18,6 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -59,11 +58,12 @@ from workflow.queues import (
     queue_page,
     visible_applications,
 )
-from workflow.storage import LocalStorage, StorageError
+from workflow.storage import StorageError
 
 from ..access import login_required_mfa
 from ..extensions import db
 from ..hooks import lang
+from ..jobs import storage as app_storage
 from ..review_pages import (
     INLINE_TYPES,
     OFFICER_ROLES,
@@ -332,9 +332,8 @@ def attachment(attachment_id: int):
 
 
 def send_stored(key: str, content_type: str, filename: str):
-    storage = LocalStorage(current_app.config["STORAGE_DIR"])
     try:
-        data = storage.read(key)
+        data = app_storage().read(key)
     except (StorageError, OSError):
         abort(404)
     inline = content_type in INLINE_TYPES

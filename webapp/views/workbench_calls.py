@@ -27,10 +27,11 @@ from workflow.operations import review as ops
 from workflow.operations.notice import decide_objection, publish_notice
 from workflow.permissions import can_fire, can_manage_panels
 from workflow.queues import visible_clause
-from workflow.storage import LocalStorage, StorageError
+from workflow.storage import StorageError
 
 from ..extensions import db
 from ..hooks import lang
+from ..jobs import storage as app_storage
 from ..review_pages import (
     call_apps,
     load_call,
@@ -232,7 +233,7 @@ def objection_evidence(objection_id: int):
     obj, _app = _load_objection(objection_id)
     if not obj.evidence_storage_key:
         abort(404)
-    storage = LocalStorage(current_app.config["STORAGE_DIR"])
+    storage = app_storage()
     try:
         head = storage.read(obj.evidence_storage_key)[:16]
     except (StorageError, OSError):

@@ -5,7 +5,7 @@ archive's members), never by the name or the browser's content type, and the nam
 extension must agree with it. ZIP archives (zip, docx, xlsx) are opened without being
 extracted and refused when they look like a decompression bomb or carry unsafe member
 names. The uploaded name is only a label: bytes are stored under a random key from
-:class:`~workflow.storage.LocalStorage`, so no name can steer where they are written.
+:mod:`workflow.storage` (either backend), so no name can steer where they are written.
 
 Bytes of a replaced or deleted file stay in storage (the row is gone, the audit event
 keeps its sha256): removing them before the transaction commits could lose a file that a
@@ -28,7 +28,7 @@ from ..engine import compiled
 from ..errors import PermissionDenied, ValidationFailed
 from ..models import Application, Attachment, User
 from ..permissions import can_edit_application
-from ..storage import LocalStorage
+from ..storage import Storage
 from .applications import editable_keys
 
 # type -> (content type, accepted extensions, label)
@@ -257,7 +257,7 @@ def add_attachment(
     kind: str,
     filename: str | None,
     data: bytes,
-    storage: LocalStorage,
+    storage: Storage,
     *,
     replace: Attachment | None = None,
 ) -> Attachment:
@@ -317,7 +317,7 @@ def replace_attachment(
     user: User,
     filename: str | None,
     data: bytes,
-    storage: LocalStorage,
+    storage: Storage,
 ) -> Attachment:
     return add_attachment(
         session, old.application, user, old.kind, filename, data, storage, replace=old
