@@ -3,14 +3,24 @@ login throttling per client address, and TOTP codes (RFC 6238).
 
 Throttling has two layers. The per-account lockout (5 failures → 15 minutes) lives in
 the database (``User.failed_logins`` / ``User.locked_until``) and so holds across
-processes. The per-address limit below is kept in memory, per process: it counts
-*failed* attempts (wrong password, unknown e-mail, wrong second-factor code) from one
-client address in a sliding 60-second window, and refuses every login attempt from
-that address (429) while the count is at the limit (``LOGIN_IP_FAILURES_PER_MINUTE``,
-default 10). Successful logins are not counted, so an office behind one NAT address is
-not locked out by its own staff. With N worker processes an attacker gets at most N×
-the limit per minute, which the account lockout bounds anyway. Behind a reverse proxy
+processes. The per-address limit below counts *failed* attempts (wrong password, unknown
+e-mail, wrong second-factor code) from one client address over the last 60 seconds, and
+refuses every login attempt from that address (429) while the count is at the limit
+(``LOGIN_IP_FAILURES_PER_MINUTE``, default 10). Successful logins are not counted, so an
+office behind one NAT address is not locked out by its own staff. Behind a reverse proxy
 the app must see the real client address (werkzeug's ``ProxyFix``).
+
+Where the count lives:
+
+* ``REDIS_URL`` unset: in the memory of each process (``AddressThrottle``). With N
+  processes an attacker gets at most N× the limit, which the account lockout bounds.
+* ``REDIS_URL`` set: in Redis (``RedisThrottle``), shared by every process on every host.
+* Redis configured but failing (down, timing out): the request is **not** refused. The
+  throttle fails open to this process's memory count and logs a warning (at most once a
+  minute per process). Refusing every login while Redis is away would let one broken
+  cache lock out the whole province, staff included; failing open costs only the
+  cross-host precision of a second line of defence, while the per-account lockout in the
+  database keeps working.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import struct
 import threading
@@ -34,6 +46,8 @@ from flask_login import current_user
 from workflow.permissions import is_staff
 
 from .extensions import login_manager
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- second factor gate
 
@@ -120,11 +134,95 @@ class AddressThrottle:
             self._hits.clear()
 
 
-def throttle() -> AddressThrottle:
-    """The app's throttle (one per app object, so separate test apps do not share)."""
+class RedisThrottle:
+    """Failed attempts per client address, counted in Redis for every process and host.
+
+    Each failure is an ``INCR`` of the address's key for the current fixed window plus an
+    ``EXPIRE`` of two windows, sent together in one ``MULTI``/``EXEC``. ``blocked`` reads
+    the current and the previous window and weights the previous one by the part of it
+    still inside the last 60 seconds, which approximates the in-memory sliding window: a
+    window boundary does not reset an address to zero, a block lasts about a minute, and
+    over any stretch longer than a minute an address gets at most the limit per minute
+    (failures bunched at the very end of a window can still give up to about twice the
+    limit within one sliding minute). Window numbers come from each host's clock (NTP
+    keeps them within a fraction of a window).
+    """
+
+    PREFIX = "shenbao:login-failures"
+
+    def __init__(
+        self, client: Any, window_seconds: float = 60.0, fallback: AddressThrottle | None = None
+    ):
+        self.client = client
+        self.window = window_seconds
+        self.fallback = fallback or AddressThrottle(window_seconds)
+        self._warned_at: float | None = None
+
+    def _key(self, address: str, window: int) -> str:
+        return f"{self.PREFIX}:{address}:{window}"
+
+    def blocked(self, address: str, limit: int, now: float | None = None) -> bool:
+        from redis.exceptions import RedisError
+
+        now = time.time() if now is None else now
+        window, elapsed = divmod(now, self.window)
+        try:
+            previous, current = self.client.mget(
+                self._key(address, int(window) - 1), self._key(address, int(window))
+            )
+        except RedisError:
+            self._degraded()
+            return self.fallback.blocked(address, limit)
+        # The previous window's failures, spread evenly, that fall inside the last minute;
+        # rounded up (less a float epsilon), so a burst just before a boundary still counts.
+        carried = math.ceil(int(previous or 0) * (self.window - elapsed) / self.window - 1e-9)
+        return int(current or 0) + carried >= limit
+
+    def record_failure(self, address: str, now: float | None = None) -> None:
+        from redis.exceptions import RedisError
+
+        now = time.time() if now is None else now
+        key = self._key(address, int(now // self.window))
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, int(2 * self.window) + 1)
+            pipe.execute()
+        except RedisError:
+            self._degraded()
+            self.fallback.record_failure(address)
+
+    def _degraded(self) -> None:
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= self.window:
+            self._warned_at = now
+            log.warning(
+                "login throttle: Redis unavailable, counting failures in this process only",
+                exc_info=True,
+            )
+
+
+def throttle_client(url: str) -> Any:
+    """A Redis client of the throttle's own: short timeouts and no retries, so a Redis
+    that hangs or is gone costs a login half a second, not the RQ client's patience."""
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def throttle() -> AddressThrottle | RedisThrottle:
+    """The app's throttle (one per app object, so separate test apps do not share): in
+    Redis when ``REDIS_URL`` is set, else in this process's memory. Built on first use."""
     ext = current_app.extensions
     if "shenbao_login_throttle" not in ext:
-        ext["shenbao_login_throttle"] = AddressThrottle()
+        url = current_app.config.get("REDIS_URL")
+        ext["shenbao_login_throttle"] = (
+            RedisThrottle(throttle_client(url)) if url else AddressThrottle()
+        )
     return ext["shenbao_login_throttle"]
 
 

@@ -1,7 +1,7 @@
 """Configuration from the environment, with embedded defaults for development.
 
 DATABASE_URL   default: SQLite file in the instance folder
-REDIS_URL      unset: jobs run in-process right after the commit
+REDIS_URL      unset: jobs run in-process right after the commit, login throttle per process
 SECRET_KEY     required unless SHENBAO_ENV=development (or testing)
 STORAGE_BACKEND  "local" (default: files in STORAGE_DIR) or "s3" (an S3-compatible bucket)
 STORAGE_DIR    attachments and documents with the local backend; default: <instance>/storage
