@@ -256,3 +256,19 @@ def test_notice_index_lists_open_and_recent(session, client, noticed):
     html = client.get("/notices").get_data(as_text=True)
     assert notice.title in html and "上个月的公示" in html and "很久以前的公示" not in html
     assert "已结束" in html
+
+
+def test_an_application_lists_the_notices_it_is_on(session, make, cert_form, noticed):
+    from workflow.operations.notice import notices_listing
+
+    listed = noticed["apps"][0]
+    assert [n.id for n in notices_listing(session, listed)] == [noticed["notice"].id]
+    # Another approved application of the same call, not on that notice: none.
+    other = noticed["apps"][1]
+    noticed["notice"].application_ids = [listed.id]
+    session.flush()
+    assert notices_listing(session, other) == []
+    # Before approval an application cannot be on a notice: not even queried.
+    applicant = make.applicant(district="朝阳区")
+    draft = make.application(noticed["call"], applicant, cert_form)
+    assert notices_listing(session, draft) == []

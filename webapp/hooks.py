@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, render_template, request, session
-from flask_babel import get_locale, refresh
+from flask_babel import get_locale, get_translations, refresh
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
@@ -41,6 +41,16 @@ def select_locale() -> str:
     if getattr(current_user, "is_authenticated", False) and current_user.locale in LANGUAGES:
         return current_user.locale
     return "zh"
+
+
+def _request_translations() -> Any:
+    """The current locale's catalog, looked up once per request (``g.translations``)."""
+    if not g:  # no app context (Flask-Babel then gives the untranslated catalog)
+        return get_translations()
+    cached = g.get("translations")
+    if cached is None:
+        cached = g.translations = get_translations()
+    return cached
 
 
 def lang() -> str:
@@ -81,12 +91,22 @@ def register(app: Flask) -> None:
     app.jinja_env.globals.update(
         t=text, lang=lang, has_endpoint=lambda name: name in app.view_functions
     )
+    # Templates call _() dozens of times per page; Flask-Babel looks the catalog up through
+    # several context proxies on every call. Look it up once per request instead.
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _request_translations().ugettext(s),
+        ngettext=lambda s, p, n: _request_translations().ungettext(s, p, n),
+        newstyle=True,
+        pgettext=lambda c, s: _request_translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _request_translations().unpgettext(c, s, p, n),
+    )
 
     @app.before_request
     def _fresh_request_state() -> None:
         # Flask-Babel caches the locale on the app context, and the commit decision lives
         # in g: start each request afresh (they share one app context in tests).
         refresh()
+        g.pop("translations", None)
         g.pop("rolled_back", None)
         g.pop("commit_anyway", None)
 

@@ -20,6 +20,7 @@ from workflow.domain import CalendarNotCoveredError, working_days_between
 from workflow.engine import compiled, names_for
 from workflow.models import Application, AuditEvent, Call, Decision, PublicNotice, User
 from workflow.operations.applications import check_submittable
+from workflow.operations.notice import notices_listing
 from workflow.rules import check_eligibility, compute_award
 
 from .extensions import db
@@ -230,15 +231,7 @@ def status_facts(app: Application, program: Program, today: date) -> StatusFacts
     decisions = db.session.scalars(
         select(Decision).where(Decision.application_id == app.id).order_by(Decision.issued_at)
     ).all()
-    notices = [
-        n
-        for n in db.session.scalars(
-            select(PublicNotice)
-            .where(PublicNotice.call_id == app.call_id)
-            .order_by(PublicNotice.starts_on)
-        )
-        if app.id in (n.application_ids or [])
-    ]
+    notices = notices_listing(db.session, app)
     facts = StatusFacts(
         state, timeline(app, program), due, kind, app.supplement_request, decisions, notices
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session, defer
 
 from ..audit import record_event
 from ..engine import compiled, fire
@@ -174,6 +175,29 @@ def close_notices(session: Session, today: date) -> int:
     for n in notices:
         n.status = "closed"
     return len(notices)
+
+
+# Stages an application can be in once it has been on a public notice.
+NOTICED_STAGES = frozenset({"notice", "objection", "decided", "payment", "closed"})
+
+
+def notices_listing(session: Session, app: Application) -> list[PublicNotice]:
+    """The public notices of the application's call that list it, oldest first.
+
+    On PostgreSQL the list is searched in the database (JSONB containment), so a notice of
+    thousands of applications is not fetched and parsed for every status page."""
+    if app.id is None or app.stage not in NOTICED_STAGES:
+        return []
+    stmt = (
+        select(PublicNotice)
+        .where(PublicNotice.call_id == app.call_id)
+        .order_by(PublicNotice.starts_on, PublicNotice.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        ids = type_coerce(PublicNotice.application_ids, JSONB)
+        stmt = stmt.where(ids.contains([app.id])).options(defer(PublicNotice.application_ids))
+        return list(session.scalars(stmt))
+    return [n for n in session.scalars(stmt) if app.id in (n.application_ids or [])]
 
 
 def require_staff(user: Any) -> None:
