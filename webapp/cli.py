@@ -236,6 +236,7 @@ def worker_command(queues: tuple[str, ...], burst: bool, with_scheduler: bool) -
     # connection may cross a fork. RQ's forking Worker notices a killed job process and
     # retries at once; abandoned jobs of a dead worker are requeued by maintenance.
     warm_up()
+    jobs.storage()  # an S3 client's models and credentials, loaded once for every job
     jobs._WORKER_APP["app"] = current_app._get_current_object()
     db.engine.dispose()
     worker = Worker(

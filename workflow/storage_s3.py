@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
@@ -161,6 +162,15 @@ def _client(endpoint_url: str | None, region: str | None, addressing_style: str)
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    # A session of our own: boto3's default session is shared module state, not thread-safe.
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+    # One boto3 session per process, used under a lock (sessions are not thread-safe):
+    # its parsed service models and resolved credentials are reused by every client, and
+    # a worker that builds one client before forking hands both to its job processes.
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
