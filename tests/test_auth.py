@@ -132,12 +132,10 @@ def _english_catalog(app):
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles(app):
-    """The per-address throttle and the used-TOTP-code memory live on the app object."""
+    """The per-address throttle lives on the app object."""
     app.extensions.pop("shenbao_login_throttle", None)
-    app.extensions.pop("shenbao_totp_used", None)
     yield
     app.extensions.pop("shenbao_login_throttle", None)
-    app.extensions.pop("shenbao_totp_used", None)
 
 
 # ---------------------------------------------------------------- registration
@@ -702,6 +700,26 @@ def test_a_totp_code_cannot_be_replayed(client, make, session):
     assert r.status_code == 401 and "已使用" in page(r)
 
 
+def test_a_totp_code_is_accepted_once_across_hosts(app, client, make, session):
+    """Two web hosts share nothing but the database: a code one accepted, the other
+    refuses (the used step is a column, not process memory)."""
+    from webapp import create_app
+
+    user = make.applicant()
+    login(client, user)
+    secret = enrol(client, session, user)
+    client.post("/logout")
+    other_host = create_app(dict(app.config))
+    other = other_host.test_client()
+    code = totp_now(secret, time.time() + 30)
+    post_login(client, user.email, PASSWORD)
+    assert client.post("/login/2fa", data={"code": code}).status_code == 302
+    r = post_login(other, user.email, PASSWORD)
+    assert r.status_code == 302 and r.headers["Location"] == "/login/2fa"
+    r = other.post("/login/2fa", data={"code": code})
+    assert r.status_code == 401 and "已使用" in page(r)
+
+
 def test_wrong_totp_codes_lock_the_account(client, make, session):
     user = make.applicant()
     user.totp_secret = new_totp_secret()
@@ -811,7 +829,11 @@ def test_staff_must_enrol_totp_when_required(strict_app):
     r = post_login(client, "officer@strict.cn", PASSWORD)
     assert r.headers["Location"] == "/login/2fa"
     assert client.get("/probe/plain").status_code == 302
+    # A code of a step before the one used at enrolment is refused (RFC 6238 §5.2), the
+    # next step's is accepted.
     r = client.post("/login/2fa", data={"code": totp_now(secret, time.time() - 30)})
+    assert r.status_code == 401
+    r = client.post("/login/2fa", data={"code": totp_now(secret, time.time() + 30)})
     assert r.status_code == 302
     assert client.get("/probe/mfa").status_code == 200
 

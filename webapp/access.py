@@ -42,10 +42,12 @@ from urllib.parse import quote, urlencode
 
 from flask import current_app, redirect, request, session, url_for
 from flask_login import current_user
+from sqlalchemy import or_, update
 
+from workflow.models import User
 from workflow.permissions import is_staff
 
-from .extensions import login_manager
+from .extensions import db, login_manager
 
 log = logging.getLogger(__name__)
 
@@ -277,37 +279,27 @@ def totp_matching_step(secret: str, code: str, at: float | None = None) -> int |
     return None
 
 
-class UsedCodes:
-    """Time steps already used per user, so one code cannot be replayed (RFC 6238 §5.2).
-    In memory and per process; entries older than a few periods are forgotten."""
-
-    def __init__(self) -> None:
-        self._used: dict[tuple[int, int], float] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, user_id: int, step: int) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            for key, at in list(self._used.items()):
-                if at < now - 4 * TOTP_PERIOD:
-                    del self._used[key]
-            if (user_id, step) in self._used:
-                return False
-            self._used[(user_id, step)] = now
-            return True
-
-
-def used_codes() -> UsedCodes:
-    ext = current_app.extensions
-    if "shenbao_totp_used" not in ext:
-        ext["shenbao_totp_used"] = UsedCodes()
-    return ext["shenbao_totp_used"]
+def claim_totp_step(user_id: int, step: int) -> bool:
+    """Record ``step`` as this user's last used time step, unless a code of that step or a
+    later one was already used (RFC 6238 §5.2: a code is accepted once). One conditional
+    UPDATE in the request's transaction: two hosts accepting the same code at the same
+    moment queue on the row lock, and the second finds the step taken."""
+    result = db.session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def check_totp(user_id: int, secret: str, code: str) -> bool:
     """A valid code for ``secret`` that has not been used before by this user."""
     step = totp_matching_step(secret, code)
-    return step is not None and used_codes().claim(user_id, step)
+    return step is not None and claim_totp_step(user_id, step)
 
 
 def provisioning_uri(secret: str, account: str) -> str:
