@@ -1,6 +1,7 @@
 """The one benchmark command: generate the data set at each scale (growing it), run the
-engine, queue and HTTP benchmarks at each scale and the PDF and export benchmarks once,
-print the table and write it to docs/PERFORMANCE.md.
+engine, queue and HTTP benchmarks at each scale and the PDF, export and decision-letter
+(end to end through RQ workers) benchmarks once, print the table and write it to
+docs/PERFORMANCE.md.
 
     .venv/bin/python -m bench                       # 10k, 100k and 1M applications
     .venv/bin/python -m bench --quick               # 10k only, fewer repetitions (minutes)
@@ -26,7 +27,7 @@ from . import report
 from .common import ROOT, bench_url, drop_schema, is_postgres, machine_info
 
 RESULTS = ROOT / "bench" / "results" / "last-run.json"
-PARTS = ("engine", "queue", "http", "pdf", "export")
+PARTS = ("engine", "queue", "http", "pdf", "export", "decisions")
 
 
 def _load() -> str:
@@ -114,6 +115,13 @@ def _once(parts: set[str], runs: int, quick: bool, log: Any) -> dict[str, Any]:
             once["export"] = _export_rows(result)
         else:
             once["export"] = {"status": "bench/bench_export.py not written yet"}
+    if "decisions" in parts:
+        log("decisions end to end through 2 RQ workers (bench/bench_decisions.py) ...")
+        args = ["--runs", str(min(runs, 3)), "--count", "200" if quick else "1000"]
+        # Each run stops at its own time limit, well inside this timeout: a benchmark killed
+        # here could not stop its workers.
+        args += ["--time-limit", "300" if quick else "900"]
+        once["decisions"] = _subprocess_json("bench.bench_decisions", args, 3 * 900 + 600)
     return once
 
 

@@ -103,7 +103,58 @@ ONCE: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
         "< 40 KB",
         lambda v: v < 40,
     ),
+    (
+        "decisions: letters rendered end to end (outbox, Redis, RQ workers, storage)",
+        lambda d: _decisions_label(d),
+        "{}",
+        "1,000 through 2 workers",
+        None,
+    ),
+    (
+        "decisions: wall s, first enqueue to last PDF stored",
+        _get("decisions", "wall_s"),
+        "{:.1f}",
+        "",
+        None,
+    ),
+    ("decisions: PDFs/s", _get("decisions", "pdfs_per_s"), "{:.1f}", "", None),
+    (
+        "decisions: per-document job run time p50 / p95, s",
+        lambda d: _seconds_pair(d, "decisions", "run_p50_s", "run_p95_s"),
+        "{}",
+        "",
+        None,
+    ),
+    (
+        "decisions: worker CPU per PDF, ms (incl. the fork)",
+        _get("decisions", "worker_cpu_ms_per_pdf"),
+        "{:.0f}",
+        "",
+        None,
+    ),
+    (
+        "decisions: errors (failed jobs, missing or invalid PDFs), all runs",
+        _get("decisions", "errors"),
+        "{}",
+        "0",
+        lambda v: v == 0,
+    ),
 ]
+
+
+def _decisions_label(once: dict[str, Any]) -> str | None:
+    d = once.get("decisions")
+    if not isinstance(d, dict):
+        return None
+    if "skipped" in d:
+        return str(d["skipped"])
+    runs = f"median of {d['runs']} runs" if d.get("runs", 1) > 1 else "1 run"
+    return f"{d['count']:,} through {d['workers']} workers, {runs}"
+
+
+def _seconds_pair(once: dict[str, Any], part: str, a: str, b: str) -> str | None:
+    x, y = _get(part, a)(once), _get(part, b)(once)
+    return None if x is None or y is None else f"{x:.2f} / {y:.2f}"
 
 
 def _num(v: Any) -> str:
