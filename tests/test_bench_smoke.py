@@ -2,12 +2,15 @@
 consistent data set (valid credit codes, unique numbers, an intact audit chain, drafts
 that can really be submitted), the engine benchmark's request-shaped transition commits,
 and a reviewer queue page costs the same number of queries on page 1 and deep pages.
+With TEST_REDIS_URL, a few decision letters also go through a real production worker the
+way bench/bench_decisions.py sends 1,000.
 
 The timed runs themselves need PostgreSQL and gunicorn: ``python -m bench``.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import pytest
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session
 from workflow.audit import verify_chain
 from workflow.domain import is_valid_credit_code
 from workflow.engine import clear_cache
-from workflow.models import Application, Organization, User
+from workflow.models import Application, Decision, Organization, OutboxJob, User
 
 pytestmark = pytest.mark.slow  # ~10-20 s: runs four program scenarios for realistic JSON
 
@@ -169,3 +172,38 @@ def _with(query, cursor):
     from dataclasses import replace
 
     return replace(query, cursor=cursor)
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(
+    not os.environ.get("TEST_REDIS_URL"), reason="needs a real Redis (TEST_REDIS_URL)"
+)
+def test_decision_letters_go_through_a_real_worker_and_are_put_back(bench_db) -> None:
+    """bench/bench_decisions.py at a tiny scale: 5 letters recorded in the outbox, relayed
+    to Redis and rendered by one ``flask worker documents``; every PDF checked; the
+    decisions and the outbox left as they were. (On the SQLite bench database, which the
+    worker process shares.)"""
+    from bench.bench_decisions import JOB_ID, run
+
+    url, _ = bench_db
+    result = run(
+        url,
+        count=5,
+        workers=1,
+        runs=1,
+        time_limit=120,
+        redis_url=os.environ["TEST_REDIS_URL"],
+        log=lambda _line: None,
+    )
+    one = result["per_run"][0]
+    assert (one["done"], one["errors"], one["problems"]) == (5, 0, [])
+    assert one["worker_exit_codes"] == [0]  # stopped by a warm shutdown
+    engine = create_engine(url)
+    try:
+        with Session(engine) as s:
+            rendered = select(func.count()).where(Decision.pdf_storage_key.is_not(None))
+            assert s.scalar(rendered) == 0
+            jobs = select(func.count()).where(OutboxJob.job_id.like(JOB_ID.format("%")))
+            assert s.scalar(jobs) == 0
+    finally:
+        engine.dispose()
