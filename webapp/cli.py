@@ -218,7 +218,13 @@ def demo_seed() -> None:
 @click.command("worker")
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--with-scheduler", is_flag=True, help="Also run RQ's scheduler.")
+@click.option(
+    "--with-scheduler/--without-scheduler",
+    default=True,
+    show_default=True,
+    help="Also run RQ's scheduler, which re-queues jobs whose retry is due (RQ lets one "
+    "worker per queue hold the scheduler lock, so every worker may ask).",
+)
 def worker_command(queues: tuple[str, ...], burst: bool, with_scheduler: bool) -> None:
     """Start an RQ worker on the given queues (default: all)."""
     from rq import Worker
@@ -235,7 +241,7 @@ def worker_command(queues: tuple[str, ...], burst: bool, with_scheduler: bool) -
     # Load fonts and the app once, before RQ forks a process per job; no pooled database
     # connection may cross a fork. RQ's forking Worker notices a killed job process and
     # retries at once; abandoned jobs of a dead worker are requeued by maintenance.
-    warm_up()
+    warm_up(render_sample=True)
     jobs.storage()  # an S3 client's models and credentials, loaded once for every job
     jobs._WORKER_APP["app"] = current_app._get_current_object()
     db.engine.dispose()

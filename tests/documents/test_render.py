@@ -443,3 +443,15 @@ def test_bad_input_raises_document_render_error(template: str, data: dict[str, A
 def test_unknown_font_profile_is_refused() -> None:
     with pytest.raises(DocumentRenderError):
         render_pdf("decision_approval.html", DECISION, font_profile="comic")  # type: ignore[arg-type]
+
+
+def test_a_worker_warm_up_renders_the_sample_letter() -> None:
+    """Workers render the sample before forking; it must stay a valid one-page letter."""
+    from workflow.documents.samples import SAMPLE_LETTER
+
+    render_module.warm_up(render_sample=True)
+    pdf = render_module.render_pdf("decision_approval.html", SAMPLE_LETTER)
+    assert len(PdfReader(io.BytesIO(pdf)).pages) == 1
+    text = compact(pypdf_text(pdf))
+    assert compact(SAMPLE_LETTER["doc_number"]) in text
+    assert compact(SAMPLE_LETTER["amount_capitals"]) in text
