@@ -145,6 +145,13 @@ LINT_CASES = [
     ),
     ("dead end", lambda d: _set_state(d, "withdrawn", terminal=False), "dead end"),
     (
+        "rejection letter without a reason",
+        lambda d: [
+            t.update(reason_required=False) for t in d["transitions"] if t["trigger"] == "reject"
+        ],
+        "issues a rejection letter: set reason_required or default_reason",
+    ),
+    (
         "bare field name",
         _set(["eligibility", 0, "expr"], "unit_type == 'x'"),
         "must be written 'form.unit_type'",

@@ -491,3 +491,54 @@ def test_document_pages_refuse_who_may_not(client, session, make, storage, monke
     ):
         assert client.get(url).status_code == 404, url
     assert client.post("/review/calls/999999/decisions.zip").status_code == 404
+
+
+def test_recognition_letter_lists_products_with_their_patents_and_validity(session, storage):
+    """The 认定决定书 table: each product (with its model), the patents the applicant
+    listed for it, and the end of the local recognition's validity."""
+    (decision,) = _approve(session, "patent_dense_product")
+    assert decision.kind == "recognition"
+    form = decision.application.snapshot["form"]
+    items = decision.render_data["items"]
+    assert [i["name"].split("（")[0] for i in items] == [
+        p["product_name"] for p in form["products"]
+    ]
+    listed = {p["patent_no"] for p in form["patents"]}
+    assert listed and any(i["patent_numbers"] for i in items)
+    assert {n for i in items for n in i["patent_numbers"].split("、") if n} <= listed
+    text = pdf_texts(storage.read(decision.pdf_storage_key))["pypdf"]
+    for item in items:
+        assert compact(item["name"]) in text
+        for number in filter(None, item["patent_numbers"].split("、")):
+            assert compact(number) in text
+    params = decision.application.call.params
+    if params.get("mode", "local") == "local":
+        assert items[0]["valid_until"] and compact(items[0]["valid_until"]) in text
+
+
+def test_local_recognition_is_valid_for_the_configured_years():
+    from datetime import date
+    from types import SimpleNamespace
+
+    from workflow.decisions import _items
+
+    app = SimpleNamespace(
+        snapshot={
+            "form": {
+                "products": [{"product_name": "编码器", "model": ""}, {"product_name": " "}],
+                "patents": [
+                    {"patent_no": "ZL202010123456.7", "product_name": "编码器"},
+                    {"patent_no": "ZL202120654321.X", "product_name": "编码器"},
+                ],
+            }
+        }
+    )
+    local = SimpleNamespace(mode="local", recognition_validity_years=3)
+    (item,) = _items(app, local, date(2026, 3, 8))
+    assert item == {
+        "name": "编码器",
+        "patent_numbers": "ZL202010123456.7、ZL202120654321.X",
+        "valid_until": "2029年3月7日",
+    }
+    national = SimpleNamespace(mode="national_list", recognition_validity_years=3)
+    assert _items(app, national, date(2026, 3, 8))[0]["valid_until"] == ""

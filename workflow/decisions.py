@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from . import outbox
 from .definitions.schema import DocumentSpec
+from .errors import ValidationFailed
 from .models import Decision
 
 if TYPE_CHECKING:
@@ -59,8 +60,20 @@ def create_decision(ctx: EffectContext, spec: DocumentSpec) -> Decision:
         "reason": ctx.reason or "",
         "date_text": format_chinese_date(ctx.today),
         "lang": "zh",
-        "items": _items(app) if spec.kind == "recognition" else [],
+        "items": _items(app, params, ctx.today) if spec.kind == "recognition" else [],
     }
+    # Refuse now, in the transition, what the letter could not be rendered from later.
+    if spec.kind == "rejection" and not data["reason"]:
+        raise ValidationFailed(
+            "不予决定书须写明理由，请填写理由。",
+            "A rejection letter states its reason: please give one.",
+            {"reason": ["required"]},
+        )
+    if spec.kind == "recognition" and not data["items"]:
+        raise ValidationFailed(
+            "认定决定书须列明认定的产品，该申报没有产品。",
+            "A recognition letter lists the recognized products; this application has none.",
+        )
     # A recognition without money (reward 0) says nothing about an amount.
     if amount_fen is not None and (spec.kind != "recognition" or amount_fen > 0):
         data["amount_figures"] = format_yuan(amount_fen)
@@ -109,13 +122,43 @@ def _body(kind: str, app: Any, program_name: str, reason: str | None) -> list[st
     ]
 
 
-def _items(app: Any) -> list[dict[str, str]]:
-    rows = (app.snapshot or {}).get("form", {}).get("products") or []
-    return [
-        {"name": str(r.get("product_name", "")), "model": str(r.get("model", ""))}
-        for r in rows
-        if isinstance(r, dict)
-    ]
+def _items(app: Any, params: Any, today: Any) -> list[dict[str, str]]:
+    """The recognized products as the letter lists them: name (and model), the patents
+    the applicant listed for the product, and the end of a local recognition's validity
+    (``recognition_validity_years`` after the decision; a product on the national list
+    is valid as the national list says, so that column stays empty)."""
+    from datetime import timedelta
+
+    from .domain import format_chinese_date
+
+    form = (app.snapshot or {}).get("form", {})
+    patents: dict[str, list[str]] = {}
+    for row in form.get("patents") or []:
+        if isinstance(row, dict) and row.get("patent_no"):
+            name = str(row.get("product_name", "")).strip()
+            patents.setdefault(name, []).append(str(row["patent_no"]))
+    valid_until = ""
+    years = getattr(params, "recognition_validity_years", None)
+    if years and str(getattr(params, "mode", "local")) == "local":
+        try:
+            end = today.replace(year=today.year + int(years)) - timedelta(days=1)
+        except ValueError:  # 29 February
+            end = today.replace(year=today.year + int(years), day=28)
+        valid_until = format_chinese_date(end)
+    items = []
+    for row in form.get("products") or []:
+        if not isinstance(row, dict) or not str(row.get("product_name", "")).strip():
+            continue
+        name = str(row["product_name"]).strip()
+        model = str(row.get("model", "") or "").strip()
+        items.append(
+            {
+                "name": f"{name}（{model}）" if model else name,
+                "patent_numbers": "、".join(patents.get(name, [])),
+                "valid_until": valid_until,
+            }
+        )
+    return items
 
 
 def render_decision(

@@ -131,10 +131,24 @@ def _lint_roles(program: Program) -> list[Problem]:
 
 def _lint_documents(program: Program) -> list[Problem]:
     out = []
+    rejection_states = set()
     for s in program.states:
         for d in s.documents:
             if not (TEMPLATES_DIR / d.template).is_file():
                 out.append(Problem(f"states.{s.name}.documents", f"no template '{d.template}'"))
+            if d.kind == "rejection":
+                rejection_states.add(s.name)
+    # A rejection letter states its reason (行政决定须说明理由): every way into such a
+    # state must ask for one or supply a default.
+    for i, t in enumerate(program.transitions):
+        if t.dest in rejection_states and not (t.reason_required or t.default_reason):
+            out.append(
+                Problem(
+                    f"transitions[{i}] ({t.trigger})",
+                    f"leads to '{t.dest}', which issues a rejection letter: set "
+                    "reason_required or default_reason",
+                )
+            )
     return out
 
 
