@@ -14,6 +14,16 @@ from sqlalchemy.engine import Connection
 
 from . import sample_data as sd
 
+REJECTION_REASON = "经审查，申报材料不符合申报条件（资格审查未通过）。"
+RECOGNITION_ITEMS = [
+    {
+        "name": "高精度光栅编码器（GE-2000）",
+        "patent_numbers": "ZL202010123456.7",
+        "valid_until": "",
+    },
+    {"name": "绝对式磁编码器（AM-60）", "patent_numbers": "ZL202120654321.X", "valid_until": ""},
+]
+
 
 def decision_row(
     b: Any,
@@ -50,10 +60,12 @@ def decision_row(
             f"你单位提交的{call.title}申报（申报编号 {number}），经审查，"
             + ("符合条件，决定给予奖励（资助）。" if amount else "不予支持。")
         ],
-        "reason": "",
+        # What a real letter carries: a rejection states its reason, a recognition lists
+        # its products (the renderer refuses either without).
+        "reason": REJECTION_REASON if doc_kind == "rejection" else "",
         "date_text": format_chinese_date(entered.date()),
         "lang": "zh",
-        "items": [],
+        "items": RECOGNITION_ITEMS if doc_kind == "recognition" else [],
     }
     if amount is not None:
         words = b._doc_cache.get(amount)
