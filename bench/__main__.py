@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audit-events", action="store_true", help="generate audit history too")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/PERFORMANCE.md")
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="add these parts' results to the last run's (e.g. the once-only parts later)",
+    )
+    parser.add_argument(
         "--rewrite-doc", action="store_true", help="only re-render the doc from the last results"
     )
     args = parser.parse_args(argv)
@@ -164,15 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     from . import queue as queue_bench
     from .generate import generate, summary
 
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "runs": runs,
         "machine": machine_info(url) | {"load_before": _load()},
         "scales": {},
         "notes": [],
     }
+    if args.merge and RESULTS.exists():
+        previous = json.loads(RESULTS.read_text(encoding="utf-8"))
+        results = previous | {"command": f"{previous.get('command', '')}; then {command}"}
+        results.setdefault("scales", {})
     existing = _existing_apps(url)
-    if existing > scales[0]:
+    scale_parts = parts & {"engine", "queue", "http"}
+    if args.merge and not scale_parts:
+        scales = []  # only the once-measured parts: no data set needed
+    elif existing > scales[0]:
         if args.no_reset:
             scales = [s for s in scales if s >= existing]
             log(f"keeping {existing} applications; scales now {scales}")
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for scale in scales:
         log(f"== {scale:,} applications")
-        data: dict[str, Any] = {}
+        data: dict[str, Any] = dict(results["scales"].get(str(scale), {})) if args.merge else {}
         t = time.perf_counter()
         gen = generate(url, scale, audit_events=args.audit_events, log=log)
         info = summary(url)
@@ -227,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         results["scales"][str(scale)] = data
         _save(results, args.no_write)
         log(f"-- {scale:,} done after {time.perf_counter() - started:.0f} s")
-    results["once"] = _once(parts, runs, q, log)
+    once = _once(parts, runs, q, log)
+    results["once"] = (results.get("once") or {}) | once if args.merge else once
     results["machine"]["load_after"] = _load()
     results["total_s"] = time.perf_counter() - started
     _save(results, args.no_write)
