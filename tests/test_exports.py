@@ -16,7 +16,7 @@ from sqlalchemy import event, insert, select
 from tests.test_finance import FinanceWorld, login
 from tests.test_finance import client as client  # noqa: F401,PLC0414 (fresh g per request)
 from tests.test_finance import world as world  # noqa: F401,PLC0414 (the fixture)
-from workflow import exports
+from workflow import export_lines, exports
 from workflow.domain import rmb_upper
 from workflow.models import Decision, DisbursementBatch, DisbursementLine
 from workflow.operations import finance as ops
@@ -257,3 +257,212 @@ def test_csv_yields_before_the_last_rows_are_read(session, world):
         assert rest[-1].startswith("合计,1000笔".encode())
     finally:
         event.remove(bind, "before_cursor_execute", count)
+
+
+# ---------------------------------------------------------------- the fast paths
+
+
+def test_capitals_are_rmb_upper_for_every_pattern_of_sections_and_endings():
+    """``Capitals`` (cached words, endings from a table) writes what ``rmb_upper`` writes:
+    every ending (0-99 fen) after a whole part that does or does not end in 0, and whole
+    parts with every kind of zero run inside and between the 万 and 亿 sections."""
+    import random
+
+    wholes = [1, 2, 9, 10, 11, 20, 100, 101, 110, 1000, 1001, 1010, 1100, 9999]
+    wholes += [10_000, 10_001, 10_010, 10_100, 11_000, 100_000, 100_001, 107_000]
+    wholes += [1_000_000, 10_000_000, 10_010_000, 99_999_999, 100_000_000, 100_000_001]
+    wholes += [100_010_000, 1_000_000_000_000, 9_999_999_999_999_999]
+    rng = random.Random(2026)
+    wholes += [rng.randrange(1, 10 ** rng.randrange(2, 16)) for _ in range(2000)]
+    capitals = export_lines.Capitals()
+    for whole in wholes:
+        for cents in range(100):
+            fen = whole * 100 + cents
+            assert capitals.upper(fen) == rmb_upper(Decimal(fen) / 100), fen
+    for fen in range(0, 100):  # below one yuan: rmb_upper itself
+        assert capitals.upper(fen) == rmb_upper(Decimal(fen) / 100)
+    for refused in (-1, 10**18):  # as rmb_upper refuses them
+        with pytest.raises(ValueError):
+            capitals.upper(refused)
+
+
+def test_lock_hash_line_is_the_canonical_json_of_the_line():
+    from workflow.audit import canonical
+
+    strings = ['长春"引号",逗号', "back\\slash", "tab\tnew\nline\r\x01", "\u2028 emoji 😀", ""]
+    for text in strings:
+        payee = dict.fromkeys(ops.HASHED_PAYEE_KEYS, text)
+        line = ops.lock_hash_line(text, 1234, *payee.values())
+        assert line == canonical([text, 1234, payee]) + "\n"
+    odd = {"name": None, "credit_code": 5, "bank_name": "x", "bank_account_name": True}
+    odd["bank_account_no"] = "1"
+    line = ops.lock_hash_line("文号", 7, *odd.values())
+    assert line == canonical(["文号", 7, odd]) + "\n"
+
+
+TRICKY = [
+    '长春"引号",逗号有限公司',
+    "换行\n与回车\r的名称",
+    "A&B <公司> 'x'",
+    " 前后有空格 ",
+    "\u3000全角空格",
+    "控制字符\x01\x1f",
+    "_x0041_ 像转义",
+    "表情😀 与 \ufffe",
+]
+
+
+@pytest.fixture
+def tricky_batch(session, world: FinanceWorld):
+    """A locked batch whose payees hold what a CSV or XLSX writer must escape."""
+    decisions = [world.approved(cost=f"{10000 + i}.0{i % 10}") for i in range(len(TRICKY))]
+    for decision, name in zip(decisions, TRICKY, strict=True):
+        decision.application.organization.name = name
+        decision.application.organization.bank_name = name[::-1]
+    session.flush()
+    batch = world.batch(lock=True)
+    session.commit()
+    return batch, decisions
+
+
+def reference_rows(decisions: list[Decision]) -> list[tuple[list[str], int]]:
+    return [(expected_row(d), d.amount_fen) for d in decisions]
+
+
+def reference_csv(rows: list[tuple[list[str], int]], count: int, total: int) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(HEADER)
+    writer.writerows(values for values, _fen in rows)
+    writer.writerow(exports.totals_values(count, total))
+    return b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8")
+
+
+def reference_xlsx(name: str, rows: list[tuple[list[str], int]], total: int) -> bytes:
+    """The workbook as xlsxwriter writes it cell by cell (the export before issue 9)."""
+    import xlsxwriter
+
+    buffer = io.BytesIO()
+    workbook = xlsxwriter.Workbook(buffer, {"constant_memory": True})
+    sheet = workbook.add_worksheet(name)
+    bold = workbook.add_format({"bold": True, "bg_color": "#F2F2F2", "border": 1})
+    money = workbook.add_format({"num_format": "#,##0.00"})
+    money_bold = workbook.add_format({"num_format": "#,##0.00", "bold": True, "top": 1})
+    total_text = workbook.add_format({"bold": True, "top": 1})
+    for index, width in enumerate([36, 22, 28, 36, 24, 14, 36, 28, 30, 30, 12]):
+        sheet.set_column(index, index, width)
+    sheet.freeze_panes(1, 0)
+    for col, title in enumerate(HEADER):
+        sheet.write_string(0, col, title, bold)
+    for row_no, (values, fen) in enumerate(rows, start=1):
+        for col, value in enumerate(values):
+            if col == 5:
+                sheet.write_number(row_no, col, float(Decimal(fen) / 100), money)
+            else:
+                sheet.write_string(row_no, col, value)
+    last = len(rows) + 1
+    totals = exports.totals_values(len(rows), total)
+    sheet.write_string(last, 0, totals[0], total_text)
+    sheet.write_string(last, 1, totals[1], total_text)
+    sheet.write_formula(last, 5, f"=SUM(F2:F{last})", money_bold, float(Decimal(total) / 100))
+    sheet.write_string(last, 6, totals[6], total_text)
+    workbook.close()
+    return buffer.getvalue()
+
+
+def zip_parts(data: bytes) -> dict[str, bytes]:
+    """The parts of a workbook, without the creation time xlsxwriter stamps on it."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        parts = {info.filename: archive.read(info) for info in archive.infolist()}
+    parts["docProps/core.xml"] = re.sub(
+        rb"\d{4}-\d\d-\d\dT[\d:]+Z", b"", parts["docProps/core.xml"]
+    )
+    return parts
+
+
+def test_files_are_byte_for_byte_what_the_writers_give_cell_by_cell(session, tricky_batch):
+    """The CSV is what csv.writer writes; every part of the XLSX (sheet, styles, the lot)
+    is what xlsxwriter writes cell by cell, escapes of the tricky names included."""
+    batch, decisions = tricky_batch
+    rows = reference_rows(decisions)
+    total = sum(fen for _values, fen in rows)
+    data = b"".join(exports.csv_chunks(session, batch, chunk=3))
+    assert data == reference_csv(rows, len(rows), total)
+    buffer = io.BytesIO()
+    assert exports.write_xlsx(session, batch, buffer, chunk=3) == (len(rows), total)
+    want = zip_parts(reference_xlsx(batch.number, rows, total))
+    got = zip_parts(buffer.getvalue())
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name] == want[name], name
+    sheet = load_workbook(io.BytesIO(buffer.getvalue())).active
+    names = [sheet.cell(row=r, column=1).value for r in range(2, len(rows) + 2)]
+    # openpyxl keeps Excel's _xHHHH_ escapes of control characters as they are
+    assert [names[i] for i in (0, 2, 3, 4)] == [TRICKY[i] for i in (0, 2, 3, 4)]
+
+
+def test_a_value_that_looks_like_rich_text_stays_text(session, world):
+    """xlsxwriter would pass ``<r>…</r>`` into the sheet unescaped; here it is text."""
+    decision = world.approved()
+    decision.application.organization.name = "<r><t>注入</t></r>"
+    session.flush()
+    batch = world.batch(lock=True)
+    buffer = io.BytesIO()
+    exports.write_xlsx(session, batch, buffer)
+    sheet = load_workbook(io.BytesIO(buffer.getvalue())).active
+    assert sheet.cell(row=2, column=1).value == "<r><t>注入</t></r>"
+
+
+def built(session: Any, batch: DisbursementBatch, fmt: str, **kwargs: Any) -> bytes:
+    buffer = io.BytesIO()
+    exports.build_file(session, batch, fmt, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def test_build_file_checks_the_lines_it_writes_against_the_lock_hash(session, paid_batch):
+    batch, decisions = paid_batch
+    seen: list[int] = []
+    data = built(session, batch, "csv", progress=seen.append, chunk=2)
+    assert data == b"".join(exports.csv_chunks(session, batch))
+    assert seen == [2, 3]  # after each chunk
+    assert built(session, batch, "xlsx")[:2] == b"PK"
+    line = session.scalar(
+        select(DisbursementLine).where(DisbursementLine.decision_id == decisions[1].id)
+    )
+    line.payee = {**line.payee, "bank_account_no": "6222000000000000000"}
+    session.flush()
+    assert ops.verify_batch(session, batch).ok is False  # the verify button agrees
+    for fmt in ("csv", "xlsx"):
+        with pytest.raises(exports.BatchChanged):
+            built(session, batch, fmt)
+
+
+@pytest.mark.parametrize("change", ["amount", "extra line", "removed line", "draft"])
+def test_build_file_refuses_a_batch_that_is_not_what_was_locked(session, world, paid_batch, change):
+    batch, decisions = paid_batch
+    line = session.scalar(
+        select(DisbursementLine).where(DisbursementLine.decision_id == decisions[0].id)
+    )
+    if change == "amount":
+        line.amount_fen += 1
+    elif change == "extra line":
+        session.execute(
+            insert(DisbursementLine).values(
+                batch_id=batch.id,
+                decision_id=world.approved().id,
+                amount_fen=100,
+                payee=line.payee,
+                status="pending",
+            )
+        )
+    elif change == "removed line":
+        session.delete(line)
+    else:
+        batch.lock_hash = None
+    session.flush()
+    for fmt in ("csv", "xlsx"):
+        with pytest.raises(exports.BatchChanged):
+            built(session, batch, fmt)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -399,15 +400,52 @@ def discard_batch(session: Session, user: User, batch: DisbursementBatch) -> Non
 # ---------------------------------------------------------------- lock and verify
 
 
-def _hashed_payee(payee: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "credit_code", "bank_name", "bank_account_name", "bank_account_no")
-    return {k: (payee or {}).get(k, "") for k in keys}
+HASHED_PAYEE_KEYS = ("name", "credit_code", "bank_name", "bank_account_name", "bank_account_no")
+# One line of the lock hash for string values, with json_str() of each string: the text of
+# canonical([number, amount, payee]) (payee keys sorted) without building a JSON encoder
+# per line, which is most of what json.dumps costs for a short list. The payment-file
+# export (workflow.export_lines) hashes the lines it writes with it.
+LOCK_LINE = (
+    '[%s,%d,{"bank_account_name":%s,"bank_account_no":%s,"bank_name":%s,'
+    '"credit_code":%s,"name":%s}]\n'
+)
+json_str = json.encoder.encode_basestring  # what canonical() (ensure_ascii=False) uses
+
+
+def lock_hash_start(batch_number: str) -> Any:
+    """The sha256 of a batch's lines starts with its number (see ``compute_lock_hash``)."""
+    return hashlib.sha256(f"batch {batch_number}\n".encode())
+
+
+def lock_hash_line(
+    doc_number: str,
+    amount_fen: int,
+    name: Any,
+    credit_code: Any,
+    bank_name: Any,
+    account_name: Any,
+    account_no: Any,
+) -> str:
+    """One line of the lock hash's input: ``canonical([number, amount, payee]) + "\\n"``."""
+    values = (doc_number, name, credit_code, bank_name, account_name, account_no)
+    if all(type(v) is str for v in values) and type(amount_fen) is int:
+        return LOCK_LINE % (
+            json_str(doc_number),
+            amount_fen,
+            json_str(account_name),
+            json_str(account_no),
+            json_str(bank_name),
+            json_str(credit_code),
+            json_str(name),
+        )
+    payee = dict(zip(HASHED_PAYEE_KEYS, values[1:], strict=True))
+    return canonical([doc_number, amount_fen, payee]) + "\n"
 
 
 def compute_lock_hash(session: Session, batch: DisbursementBatch) -> tuple[str, int, int]:
     """sha256 over the batch number and its lines in id order: decision number, amount,
     payee bank details. Returns (hash, line count, total fen); reads in chunks."""
-    digest = hashlib.sha256(f"batch {batch.number}\n".encode())
+    digest = lock_hash_start(batch.number)
     count = total = 0
     last_id = 0
     while True:
@@ -425,13 +463,15 @@ def compute_lock_hash(session: Session, batch: DisbursementBatch) -> tuple[str, 
         ).all()
         if not rows:
             break
+        lines = []
         for _id, number, amount, payee in rows:
-            digest.update(canonical([number, amount, _hashed_payee(payee)]).encode("utf-8"))
-            digest.update(b"\n")
-            count += 1
+            p = payee or {}
+            lines.append(lock_hash_line(number, amount, *(p.get(k, "") for k in HASHED_PAYEE_KEYS)))
             total += int(amount)
+        digest.update("".join(lines).encode("utf-8"))
+        count += len(rows)
         last_id = rows[-1][0]
-        del rows  # one chunk in memory at a time
+        del rows, lines  # one chunk in memory at a time
     return digest.hexdigest(), count, total
 
 
