@@ -55,3 +55,10 @@ def sweep_deadlines_job(env: JobEnv, today: str | None = None) -> dict[str, int]
     from .scheduler import sweep_deadlines
 
     return sweep_deadlines(env.session, date.fromisoformat(today) if today else date.today())
+
+
+@job("export_batch")
+def export_batch_job(env: JobEnv, batch_id: int, fmt: str, job_id: str) -> str | None:
+    from .export_jobs import write_export
+
+    return write_export(env, batch_id, fmt, job_id)

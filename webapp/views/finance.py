@@ -18,14 +18,16 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -38,7 +40,7 @@ from forms.finance import (
     LineResultForm,
     ReportFilterForm,
 )
-from workflow import exports, reports
+from workflow import export_jobs, exports, reports
 from workflow.audit import record_event
 from workflow.domain import format_yuan
 from workflow.errors import ValidationFailed, WorkflowError
@@ -48,9 +50,11 @@ from workflow.models import (
     Decision,
     DisbursementBatch,
     DisbursementLine,
+    JobRecord,
     User,
 )
 from workflow.operations import finance as ops
+from workflow.storage import StorageError
 
 from ..access import login_required_mfa
 from ..charts import bar_chart, line_chart
@@ -64,6 +68,7 @@ from ..finance_access import (
     mask_account,
 )
 from ..hooks import lang
+from ..jobs import storage as app_storage
 
 bp = Blueprint("finance", __name__, url_prefix="/finance")
 
@@ -291,6 +296,7 @@ def _render_batch(batch: DisbursementBatch, status: int = 200, **extra: Any):
         pages=pages,
         action=ActionForm(),
         can_export=can_export_batch(current_user, batch),
+        export_now=batch.line_count <= exports.sync_limit(current_app.config),
         **extra,
     ), status
 
@@ -425,6 +431,13 @@ def rebatch(batch_id: int):
 
 
 # ---------------------------------------------------------------- exports
+#
+# ``/batches/<id>/export.csv`` and ``.xlsx`` are the batch's payment file. GET: a batch of
+# up to ``exports.sync_limit`` lines is written now and sent; a larger one gets the export
+# page (the file is written by a job on the ``exports`` queue), and ``?job=<id>`` sends
+# that job's file once it is ready (``&progress=1``: its progress as JSON, for
+# static/js/jobs.js). POST starts the job (or finds the one already started). Every
+# answer is for finance staff only (``can_export_batch``), and only for a locked batch.
 
 
 def _attachment(name: str, fallback: str) -> str:
@@ -435,17 +448,12 @@ def _exportable(batch_id: int) -> DisbursementBatch:
     batch = _batch_or_404(batch_id)
     if not can_export_batch(current_user, batch):
         abort(403)
-    if batch.status not in ("locked", "settled"):
-        raise ops.BatchStateError("只能导出已锁定的批次。", "Only a locked batch can be exported.")
-    if not ops.verify_batch(db.session, batch).ok:
-        raise ops.BatchStateError(
-            "批次明细在锁定后被改动，已拒绝导出。请联系系统管理员核查。",
-            "The batch changed after it was locked; export refused. Ask an administrator.",
-        )
+    export_jobs.must_be_exportable(batch)
     return batch
 
 
-def _record_export(batch: DisbursementBatch, fmt: str) -> None:
+def _record_export(batch: DisbursementBatch, fmt: str, job_id: str | None = None) -> None:
+    data = {"number": batch.number, "format": fmt, "line_count": batch.line_count}
     record_event(
         db.session,
         action="batch.export",
@@ -453,43 +461,124 @@ def _record_export(batch: DisbursementBatch, fmt: str) -> None:
         entity_id=batch.id,
         actor_id=current_user.id,
         actor_role="finance",
-        data={"number": batch.number, "format": fmt, "line_count": batch.line_count},
+        data={**data, "job_id": job_id} if job_id else data,
     )
 
 
-@bp.get("/batches/<int:batch_id>/export.csv")
+def _file_response(batch: DisbursementBatch, fmt: str, handle: Any) -> Response:
+    headers = {
+        "Content-Disposition": _attachment(
+            exports.file_name(batch, fmt), exports.ascii_file_name(batch, fmt)
+        ),
+        "Cache-Control": "no-store",
+    }
+    return Response(exports.file_chunks(handle), mimetype=exports.MIMETYPES[fmt], headers=headers)
+
+
+def _export(batch_id: int, fmt: str):
+    batch = _exportable(batch_id)
+    if request.method == "POST":
+        return _start_export(batch, fmt)
+    if "job" in request.args:
+        return _job_file(batch, fmt, request.args["job"])
+    if batch.line_count > exports.sync_limit(current_app.config):
+        return _export_page(batch, fmt)
+    # Built before it is sent, so a batch that changed after locking is refused (409)
+    # instead of half sent; the lock hash is checked over the very lines written.
+    handle = exports.spooled()
+    try:
+        exports.build_file(db.session, batch, fmt, handle)
+    except BaseException:
+        handle.close()
+        raise
+    handle.seek(0)
+    _record_export(batch, fmt)
+    return _file_response(batch, fmt, handle)
+
+
+def _start_export(batch: DisbursementBatch, fmt: str):
+    if not ActionForm().validate():
+        abort(400)
+    export_jobs.start_export(db.session, current_user, batch, fmt, app_storage())
+    return redirect(url_for(f"finance.export_{fmt}", batch_id=batch.id))
+
+
+EXPORT_STATUS = {
+    "queued": _l("排队中"),
+    "running": _l("正在生成"),
+    "done": _l("已生成"),
+    "failed": _l("生成失败"),
+}
+
+
+def _export_error(record: JobRecord) -> str | None:
+    if record.status != "failed":
+        return None
+    if record.error == export_jobs.CHANGED:
+        return _("批次明细在锁定后被改动，已拒绝导出。请联系系统管理员核查。")
+    if record.error == export_jobs.NOT_EXPORTABLE:
+        return _("只能导出已锁定的批次。")
+    return _("生成文件时出错，请重新生成；如仍失败，请联系系统管理员。")
+
+
+def _export_progress(batch: DisbursementBatch, fmt: str, record: JobRecord) -> dict[str, Any]:
+    total, done = record.total or 0, record.done or 0
+    ready = record.status == "done" and bool(record.result_storage_key)
+    percent = 100 if ready else (min(int(done * 100 / total), 99) if total else 0)
+    endpoint = f"finance.export_{fmt}"
+    return {
+        "job_id": record.job_id,
+        "status": record.status,
+        "status_label": str(EXPORT_STATUS.get(record.status, record.status)),
+        "done": done,
+        "total": total,
+        "percent": percent,
+        "error": _export_error(record),
+        "download_url": url_for(endpoint, batch_id=batch.id, job=record.job_id) if ready else None,
+        "progress_url": url_for(endpoint, batch_id=batch.id, job=record.job_id, progress=1),
+    }
+
+
+def _export_page(batch: DisbursementBatch, fmt: str):
+    record = export_jobs.latest_export(db.session, batch.id, fmt)
+    return render_template(
+        "finance/export.html",
+        batch=batch,
+        fmt=fmt,
+        record=record,
+        progress=_export_progress(batch, fmt, record) if record else None,
+        action=ActionForm(),
+    )
+
+
+def _job_file(batch: DisbursementBatch, fmt: str, job_id: str):
+    record = export_jobs.export_job(db.session, batch.id, fmt, job_id)
+    if record is None:
+        abort(404)
+    if request.args.get("progress"):
+        response = jsonify(_export_progress(batch, fmt, record))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    if record.status != "done" or not record.result_storage_key:
+        abort(404)
+    try:
+        handle = app_storage().open(record.result_storage_key)
+    except (StorageError, OSError):
+        abort(404)
+    _record_export(batch, fmt, record.job_id)
+    return _file_response(batch, fmt, handle)
+
+
+@bp.route("/batches/<int:batch_id>/export.csv", methods=["GET", "POST"])
 @login_required_mfa
 def export_csv(batch_id: int):
-    batch = _exportable(batch_id)
-    _record_export(batch, "csv")
-    headers = {
-        "Content-Disposition": _attachment(
-            exports.file_name(batch, "csv"), exports.ascii_file_name(batch, "csv")
-        ),
-        "Cache-Control": "no-store",
-    }
-    # The rows are read while the response streams, after the request's commit.
-    body = stream_with_context(exports.csv_chunks(db.session, batch))
-    return Response(body, mimetype="text/csv", headers=headers)
+    return _export(batch_id, "csv")
 
 
-@bp.get("/batches/<int:batch_id>/export.xlsx")
+@bp.route("/batches/<int:batch_id>/export.xlsx", methods=["GET", "POST"])
 @login_required_mfa
 def export_xlsx(batch_id: int):
-    batch = _exportable(batch_id)
-    handle = exports.xlsx_file(db.session, batch)
-    _record_export(batch, "xlsx")
-    headers = {
-        "Content-Disposition": _attachment(
-            exports.file_name(batch, "xlsx"), exports.ascii_file_name(batch, "xlsx")
-        ),
-        "Cache-Control": "no-store",
-    }
-    return Response(
-        exports.file_chunks(handle),
-        mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        headers=headers,
-    )
+    return _export(batch_id, "xlsx")
 
 
 # ---------------------------------------------------------------- results
