@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import json
 import os
 import random
@@ -58,6 +59,8 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 QUEUE = "documents"
 # The job id workflow.decisions.create_decision records for a decision's letter.
 JOB_ID = "render-decision-{}"
+TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")  # how an RQ worker's log lines begin
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 SEED = 20260309
 TEXT_SAMPLE = 10  # PDFs per run whose text is extracted and checked
 # Contract fields the render job adds itself (not in the frozen data).
@@ -217,12 +220,12 @@ def enqueue_all(app: Any, ids: list[int]) -> None:
 
 
 def wait_done(engine: Engine, redis: Any, ids: list[int], deadline: float) -> int:
-    """Poll until every PDF is committed, or every other job has failed (a retry waits for
-    a scheduler these workers do not run), or the deadline. Returns the PDFs done."""
-    from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+    """Poll until every PDF is committed, or every other job has failed for good, or the
+    deadline. A job that failed and waits for a retry is waited for: the workers run RQ's
+    scheduler, which enqueues it again. Returns the PDFs done."""
+    from rq.registry import FailedJobRegistry
 
     failed = FailedJobRegistry(QUEUE, connection=redis)
-    retrying = ScheduledJobRegistry(QUEUE, connection=redis)
     query = _ids_param("SELECT count(*) FROM decisions WHERE id IN :ids AND pdf_sha256 IS NOT NULL")
     with engine.connect() as conn:
         while True:
@@ -230,28 +233,53 @@ def wait_done(engine: Engine, redis: Any, ids: list[int], deadline: float) -> in
             conn.rollback()  # a fresh snapshot for the next poll
             if done >= len(ids) or time.perf_counter() > deadline:
                 return done
-            if done + failed.count + retrying.count >= len(ids):
+            if done + failed.count >= len(ids):
                 return done
             time.sleep(0.05)
 
 
 def job_times(redis: Any, ids: list[int]) -> dict[str, Any]:
-    """Run times of the finished jobs, and the ids whose job did not finish (a failed job
-    waits for a retry that needs the scheduler, which these workers do not run)."""
+    """Run times of the finished jobs, the ids whose job did not finish (with its state
+    and last error), and the ids of jobs that needed RQ's retry (a failed attempt)."""
     from rq.job import Job, JobStatus
 
+    from webapp.jobs import JOB_DEFAULTS
+
+    max_retries = JOB_DEFAULTS[QUEUE]["retry"][0]
     run_s: list[float] = []
-    unfinished: set[int] = set()
+    unfinished: dict[int, str] = {}
+    retried: list[int] = []
     for start in range(0, len(ids), 200):
         chunk = ids[start : start + 200]
         jobs = Job.fetch_many([JOB_ID.format(i) for i in chunk], connection=redis)
         for decision_id, job in zip(chunk, jobs, strict=True):
-            if job is None or job.get_status() != JobStatus.FINISHED:
-                unfinished.add(decision_id)
+            if job is None:
+                unfinished[decision_id] = "job not found"
+                continue
+            if (job.retries_left or 0) < max_retries:
+                retried.append(decision_id)
+            status = job.get_status()
+            if status != JobStatus.FINISHED:
+                unfinished[decision_id] = f"job {status}"
                 continue
             if job.started_at and job.ended_at:
                 run_s.append((job.ended_at - job.started_at).total_seconds())
-    return {"run_s": run_s, "unfinished": unfinished}
+    return {"run_s": run_s, "unfinished": unfinished, "retried": retried}
+
+
+def failure_reasons(logs: str, job_ids: list[str]) -> dict[str, str]:
+    """The exception of each failed attempt, from the workers' logs: RQ logs
+    ``Worker <name>: job <id>: exception raised while executing (...)`` and the traceback,
+    whose last line that starts with an exception's name is the reason."""
+    reasons: dict[str, str] = {}
+    lines = logs.splitlines()
+    for n, line in enumerate(lines):
+        for job_id in job_ids:
+            if f"job {job_id}: exception raised" in line:
+                tail = itertools.takewhile(lambda x: not TIMESTAMP.match(x), lines[n + 1 :])
+                named = [x.strip() for x in tail if EXCEPTION.match(x.strip())]
+                reasons[job_id] = named[-1][:200] if named else "(no exception logged)"
+    return reasons
 
 
 def check_pdfs(engine: Engine, storage: Path, ids: list[int], text_sample: int) -> dict[int, str]:
@@ -290,6 +318,12 @@ def check_pdfs(engine: Engine, storage: Path, ids: list[int], text_sample: int) 
     return problems
 
 
+def _log_workers(tmp: str, workers: int, log: Log) -> None:
+    for i in range(workers):
+        tail = (Path(tmp) / f"worker-{i}.log").read_text(errors="replace")[-4000:]
+        log(f"worker {i} log (end):\n{tail}")
+
+
 def run_once(
     url: str, redis_url: str, ids: list[int], workers: int, time_limit: float, log: Log
 ) -> dict[str, Any]:
@@ -318,11 +352,15 @@ def run_once(
             codes = stop_workers(procs)
             jobs = job_times(redis, ids)
             problems = check_pdfs(engine, storage, ids, TEXT_SAMPLE)
+            if problems or jobs["unfinished"]:
+                _log_workers(tmp, workers, log)
+            logs = "\n".join(
+                (Path(tmp) / f"worker-{i}.log").read_text(errors="replace") for i in range(workers)
+            )
+            reasons = failure_reasons(logs, [JOB_ID.format(i) for i in jobs["retried"]])
         except BaseException:
             stop_workers(procs, timeout=10)
-            for i in range(workers):
-                tail = (Path(tmp) / f"worker-{i}.log").read_text(errors="replace")[-800:]
-                log(f"worker {i} log (end):\n{tail}")
+            _log_workers(tmp, workers, log)
             raise
         finally:
             redis.flushdb()
@@ -331,7 +369,7 @@ def run_once(
 
                 db.engine.dispose()
             engine.dispose()
-    failed = set(problems) | jobs["unfinished"]
+    failed = set(problems) | set(jobs["unfinished"])
     result = {
         "count": len(ids),
         "workers": workers,
@@ -345,15 +383,19 @@ def run_once(
         "worker_cpu_ms_per_pdf": 1000 * cpu_s / done if done else float("nan"),
         "errors": len(failed),
         "problems": [
-            f"decision {i}: {problems.get(i, 'job not finished')}" for i in sorted(failed)[:10]
+            f"decision {i}: {jobs['unfinished'].get(i) or problems[i]}" for i in sorted(failed)[:10]
         ],
+        # Finished, but only after a failed attempt and RQ's retry: not an error, but said.
+        "retried": len(jobs["retried"]),
+        "retry_reasons": sorted(set(reasons.values()))[:5],
         "worker_exit_codes": codes,
     }
     log(
         f"  {done}/{len(ids)} PDFs in {wall_s:.1f} s ({result['pdfs_per_s']:.1f}/s; enqueue "
         f"{enqueue_s:.1f} s), job run p50 {result['run_p50_s']:.3f} s p95 "
         f"{result['run_p95_s']:.3f} s, worker CPU {result['worker_cpu_ms_per_pdf']:.0f} ms/PDF, "
-        f"errors {result['errors']}, workers exited {codes}"
+        f"errors {result['errors']}, retried {result['retried']} {result['retry_reasons']}, "
+        f"workers exited {codes}"
     )
     return result
 
@@ -399,6 +441,7 @@ def run(
         "left_out": left_out,
         **{k: median(r[k] for r in per_run) for k in (*keys, "worker_cpu_ms_per_pdf")},
         "errors": sum(r["errors"] for r in per_run),
+        "retried": sum(r["retried"] for r in per_run),
         "per_run": per_run,
     }
 

@@ -139,6 +139,13 @@ ONCE: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
         "0",
         lambda v: v == 0,
     ),
+    (
+        "decisions: letters finished only after RQ's retry, all runs",
+        _get("decisions", "retried"),
+        "{}",
+        "",
+        None,
+    ),
 ]
 
 

@@ -197,6 +197,9 @@ def test_decision_letters_go_through_a_real_worker_and_are_put_back(bench_db) ->
     )
     one = result["per_run"][0]
     assert (one["done"], one["errors"], one["problems"]) == (5, 0, [])
+    # The worker and this process share one SQLite file: a write can meet SQLite's
+    # single-writer lock, and RQ's retry then renders the letter. Nothing else may fail.
+    assert all("database is locked" in r for r in one["retry_reasons"]), one["retry_reasons"]
     assert one["worker_exit_codes"] == [0]  # stopped by a warm shutdown
     engine = create_engine(url)
     try:
@@ -207,3 +210,25 @@ def test_decision_letters_go_through_a_real_worker_and_are_put_back(bench_db) ->
             assert s.scalar(jobs) == 0
     finally:
         engine.dispose()
+
+
+def test_failure_reasons_are_read_from_the_worker_log() -> None:
+    from bench.bench_decisions import failure_reasons
+
+    log = (
+        "20:57:36 Worker abc: job render-decision-84: exception raised while executing "
+        "(webapp.jobs.execute_in_worker)\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n"
+        "[SQL: UPDATE decisions SET pdf_sha256=?]\n"
+        "(Background on this error at: https://sqlalche.me/e/21/e3q8)\n"
+        "20:57:36 Worker abc: job render-decision-84 will be retried in 10 seconds\n"
+        "20:57:37 Worker abc: documents: Job OK (render-decision-85)\n"
+    )
+    reasons = failure_reasons(log, ["render-decision-84", "render-decision-85"])
+    assert reasons == {
+        "render-decision-84": (
+            "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"
+        )
+    }
