@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .common import ROOT, bench_url, drop_schema, is_postgres, machine_info
+from .common import (
+    ROOT,
+    bench_url,
+    cpu_calibration_ms,
+    cpu_ticks,
+    drop_schema,
+    is_postgres,
+    machine_info,
+    steal_share,
+)
 
 RESULTS = ROOT / "bench" / "results" / "last-run.json"
 PARTS = ("engine", "queue", "http", "pdf", "export", "decisions")
@@ -131,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10k only, shorter runs")
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure (>= 5)")
     parser.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
-    parser.add_argument("--workers", type=int, default=2, help="engine benchmark processes")
+    parser.add_argument(
+        "--workers",
+        default="2,4",
+        help="engine benchmark processes: one count, or two (the second is also reported)",
+    )
     parser.add_argument("--no-reset", action="store_true", help="keep a larger existing data set")
     parser.add_argument("--audit-events", action="store_true", help="generate audit history too")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/PERFORMANCE.md")
@@ -173,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": command,
         "runs": runs,
-        "machine": machine_info(url) | {"load_before": _load()},
+        "machine": machine_info(url)
+        | {"load_before": _load(), "cpu_calibration_ms": cpu_calibration_ms()},
         "scales": {},
         "notes": [],
     }
@@ -193,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"the bench database holds {existing} applications (> {scales[0]}): regenerating")
             drop_schema(url)
     started = time.perf_counter()
+    ticks_before = cpu_ticks()
     for scale in scales:
         log(f"== {scale:,} applications")
         data: dict[str, Any] = dict(results["scales"].get(str(scale), {})) if args.merge else {}
@@ -210,14 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         load_start = os.getloadavg()[0]
         if "engine" in parts:
             log("engine benchmark ...")
-            data["engine"] = engine_bench.run(
-                url,
-                workers=args.workers,
-                runs=runs,
-                per_run=150 if q else 400,
-                time_limit=6.0 if q else 12.0,
-                log=log,
-            )
+            counts = [int(x) for x in str(args.workers).split(",") if x.strip()][:2]
+            for key, workers in zip(("engine", "engine_more"), counts, strict=False):
+                data[key] = engine_bench.run(
+                    url,
+                    workers=workers,
+                    runs=runs,
+                    per_run=150 if q else 400,
+                    time_limit=6.0 if q else 12.0,
+                    log=log,
+                )
         if "queue" in parts:
             log("queue benchmark ...")
             data["queue"] = queue_bench.run(
@@ -243,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     once = _once(parts, runs, q, log)
     results["once"] = (results.get("once") or {}) | once if args.merge else once
     results["machine"]["load_after"] = _load()
+    results["machine"]["steal"] = steal_share(ticks_before, cpu_ticks())
     results["total_s"] = time.perf_counter() - started
     _save(results, args.no_write)
     print()

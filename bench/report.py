@@ -49,7 +49,8 @@ ROWS: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
     ("data: generation time for this step, s", _get("generate", "step_s"), "{:.0f}", "", None),
     ("data: database size", _get("generate", "size"), "{}", "", None),
     ("machine: 1-min load average, start -> end of the runs", _get("load"), "{}", "< 2 (idle)", None),
-    ("engine: committed transitions/s (fire, 2 workers)", _get("engine", "engine", "rate"), "{:.0f}", ">= 300/s", lambda v: v >= 300),
+    ("engine: worker processes (rows above the 'more workers' rows ; those)", lambda d: _workers(d), "{}", "", None),
+    ("engine: committed transitions/s (fire)", _get("engine", "engine", "rate"), "{:.0f}", ">= 300/s", lambda v: v >= 300),
     ("engine: fire / plain SQL (same writes)", _get("engine", "ratio_vs_sql"), "{:.0%}", ">= 50%", lambda v: v >= 0.5),
     ("engine: plain SQL, same writes, /s", _get("engine", "sql", "rate"), "{:.0f}", "", None),
     ("engine: plain SQL, UPDATE + audit event only, /s", _get("engine", "sql_min", "rate"), "{:.0f}", "", None),
@@ -59,6 +60,11 @@ ROWS: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
     ("engine: chain-head lock held p50 / p95, ms: fire", lambda d: _pair(d, ("engine", "engine", "lock_held_ms_p50"), ("engine", "engine", "lock_held_ms_p95")), "{}", "", None),
     ("engine: chain-head lock held p50 / p95, ms: plain SQL", lambda d: _pair(d, ("engine", "sql", "lock_held_ms_p50"), ("engine", "sql", "lock_held_ms_p95")), "{}", "", None),
     ("engine: share of fire's wall time in the database", _get("engine", "engine", "db_share"), "{:.0%}", "", None),
+    ("engine, more workers: committed transitions/s (fire)", _get("engine_more", "engine", "rate"), "{:.0f}", ">= 300/s", lambda v: v >= 300),
+    ("engine, more workers: fire / plain SQL (same writes)", _get("engine_more", "ratio_vs_sql"), "{:.0%}", ">= 50%", lambda v: v >= 0.5),
+    ("engine, more workers: plain SQL, same writes, /s", _get("engine_more", "sql", "rate"), "{:.0f}", "", None),
+    ("engine, more workers: CPU ms per transition, worker+db: fire / plain SQL", lambda d: _cpu(d, "engine_more"), "{}", "", None),
+    ("engine, more workers: chain-head lock held p50, ms: fire / plain SQL", lambda d: _pair(d, ("engine_more", "engine", "lock_held_ms_p50"), ("engine_more", "sql", "lock_held_ms_p50")), "{}", "", None),
     ("queue, city officer: first page p50 / p95, ms", lambda d: _pair2(_queue("city", "first", "p50_ms")(d), _queue("city", "first", "p95_ms")(d)), "{}", "p95 < 100", lambda v: _p95_ok(v)),
     ("queue, city officer: deep page p50 / p95, ms", lambda d: _pair2(_queue("city", "deep", "p50_ms")(d), _queue("city", "deep", "p95_ms")(d)), "{}", "p95 < 100", lambda v: _p95_ok(v)),
     ("queue, city officer: deep page measured", _queue_label("city", "deep"), "{}", "page 1000", None),
@@ -175,6 +181,11 @@ def _pair(d: dict[str, Any], a: tuple[str, ...], b: tuple[str, ...]) -> str | No
     return None if x is None and y is None else f"{_num(x)} / {_num(y)}"
 
 
+def _workers(d: dict[str, Any]) -> str | None:
+    counts = [(d.get(k) or {}).get("workers") for k in ("engine", "engine_more")]
+    return None if counts[0] is None else " ; ".join(str(c) for c in counts if c is not None)
+
+
 def _pair2(x: Any, y: Any) -> str | None:
     return None if x is None and y is None else f"{_num(x)} / {_num(y)}"
 
@@ -186,8 +197,8 @@ def _p95_ok(v: Any, goal: float = 100.0) -> bool:
         return False
 
 
-def _cpu(d: dict[str, Any]) -> str | None:
-    e = d.get("engine") or {}
+def _cpu(d: dict[str, Any], key: str = "engine") -> str | None:
+    e = d.get(key) or {}
     parts = []
     for mode in ("engine", "sql"):
         m = e.get(mode) or {}
@@ -285,7 +296,21 @@ def machine_line(info: dict[str, Any]) -> str:
         f"(shared_buffers {pg.get('shared_buffers', '?')}, synchronous_commit "
         f"{pg.get('synchronous_commit', '?')}), Python {info.get('python')}, git {info.get('git', '?')}; "
         f"load average before/after: {info.get('load_before', '?')} / {info.get('load_after', '?')}."
+        + _speed(info)
     )
+
+
+def _speed(info: dict[str, Any]) -> str:
+    """How fast this machine ran Python, and how much CPU the hypervisor took away."""
+    out = ""
+    if info.get("cpu_calibration_ms") is not None:
+        out += (
+            f" CPU calibration (a 2M-iteration Python loop, bench/common.py): "
+            f"{info['cpu_calibration_ms']:.0f} ms"
+        )
+    if info.get("steal") is not None:
+        out += f"; CPU time stolen by the hypervisor during the runs: {info['steal']:.0%}"
+    return out + "." if out else ""
 
 
 def render(results: dict[str, Any]) -> str:
