@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import queue as queue_bench
     from .generate import generate, summary
 
-    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     results: dict[str, Any] = {
         "command": command,
         "runs": runs,
@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     results["once"] = (results.get("once") or {}) | once if args.merge else once
     results["machine"]["load_after"] = _load()
     results["machine"]["steal"] = steal_share(ticks_before, cpu_ticks())
+    results["machine"]["cpu_calibration_after_ms"] = cpu_calibration_ms()
     results["total_s"] = time.perf_counter() - started
     _save(results, args.no_write)
     print()

@@ -306,8 +306,10 @@ def _speed(info: dict[str, Any]) -> str:
     if info.get("cpu_calibration_ms") is not None:
         out += (
             f" CPU calibration (a 2M-iteration Python loop, bench/common.py): "
-            f"{info['cpu_calibration_ms']:.0f} ms"
+            f"{info['cpu_calibration_ms']:.0f} ms before the runs"
         )
+        if info.get("cpu_calibration_after_ms") is not None:
+            out += f", {info['cpu_calibration_after_ms']:.0f} ms after"
     if info.get("steal") is not None:
         out += f"; CPU time stolen by the hypervisor during the runs: {info['steal']:.0%}"
     return out + "." if out else ""
