@@ -17,6 +17,9 @@ token), once, before the timed runs.
 
 A response counts as an error unless it is 200 (status) or 302 to the status page
 (submit).
+
+* ``status_wrk``: the status page again, the load from wrk instead of client threads
+  (``bench/http_wrk.py``; skipped, and said so, when wrk is not installed).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from . import http_wrk
 from .common import BENCH_PASSWORD, bench_url, median, percentile
 from .http_tools import Client, CpuMeter, bench_redis_url, hidden_inputs, parallel, server
 
@@ -201,6 +205,7 @@ def run(
     status_count: int = 1600,
     submits: int = 160,
     time_limit: float = 30.0,
+    wrk_seconds: float = 10.0,
     log: Any = print,
 ) -> dict[str, Any]:
     url = url or bench_url()
@@ -216,8 +221,13 @@ def run(
             _s, html, _h = submit_clients[email].request("GET", f"/applications/{app_id}")
             forms = hidden_inputs(html)
             tokens[email] = next((f["csrf_token"] for f in forms.values() if "csrf_token" in f), "")
-        results: dict[str, list[dict]] = {"status": [], "submit": []}
+        results: dict[str, list[dict]] = {"status": [], "submit": [], "status_wrk": []}
         pairs = [(status_clients[e], a) for e, a in fx.status]
+        wrk_items = [
+            (f"/applications/{a}", "; ".join(f"{k}={v}" for k, v in c.cookies.items()))
+            for c, a in pairs
+        ]
+        wrk_missing = http_wrk.available() if wrk_seconds else "not asked for"
         for r in range(runs + 1):  # run 0 warms up both scenarios
             with CpuMeter(url) as cpu:
                 res = _status_run(pairs, status_count if r else 200, time_limit)
@@ -226,6 +236,14 @@ def run(
                 results["status"].append(res)
                 log(
                     f"  http status run {r}: p50 {res['p50_ms']:.1f} ms p95 {res['p95_ms']:.1f} ms, {res['rps']:.0f} req/s, {res['errors']} errors"
+                )
+            if r and not wrk_missing:
+                with CpuMeter(url) as cpu:
+                    res = http_wrk.run_status(port, wrk_items, seconds=wrk_seconds)
+                _cpu_per_request(res, cpu)
+                results["status_wrk"].append(res)
+                log(
+                    f"  http status (wrk) run {r}: p50 {res['p50_ms']:.1f} ms p95 {res['p95_ms']:.1f} ms, {res['rps']:.0f} req/s, {res['errors']} errors"
                 )
             if fx.submit:
                 versions = _reset_drafts(url, [a for _e, a in fx.submit])
@@ -244,7 +262,8 @@ def run(
             c.close()
     for scenario, items in results.items():
         if not items:
-            out[scenario] = {"skipped": "no complete drafts in an open call"}
+            why = wrk_missing if scenario == "status_wrk" else "no complete drafts in an open call"
+            out[scenario] = {"skipped": why}
             continue
         out[scenario] = {
             "p50_ms": median([x["p50_ms"] for x in items]),

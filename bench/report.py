@@ -77,6 +77,9 @@ ROWS: list[tuple[str, Getter, str, str, Callable[[Any], bool] | None]] = [
     ("http submit p50 / p95, ms (32 clients)", lambda d: _pair(d, ("http", "submit", "p50_ms"), ("http", "submit", "p95_ms")), "{}", "p95 < 150", lambda v: _p95_ok(v, 150)),
     ("http submit: requests/s, errors", lambda d: _rate_err(d, "submit"), "{}", "no errors", lambda v: v is not None and v.endswith(", 0")),
     ("http: CPU ms per request, app+db: status ; submit", lambda d: _http_cpu(d), "{}", "", None),
+    ("http status page, load from wrk: p50 / p95, ms (32 connections)", lambda d: _pair(d, ("http", "status_wrk", "p50_ms"), ("http", "status_wrk", "p95_ms")), "{}", "p95 < 150", lambda v: _p95_ok(v, 150)),
+    ("http status page, load from wrk: requests/s, errors", lambda d: _rate_err(d, "status_wrk"), "{}", "no errors", lambda v: v is not None and v.endswith(", 0")),
+    ("http status page, load from wrk: CPU ms per request, app+db", lambda d: _pair_cpu(d, "status_wrk"), "{}", "", None),
 ]
 # fmt: on
 # Figures that do not depend on the number of applications: measured once.
@@ -179,6 +182,13 @@ def _num(v: Any) -> str:
 def _pair(d: dict[str, Any], a: tuple[str, ...], b: tuple[str, ...]) -> str | None:
     x, y = _get(*a)(d), _get(*b)(d)
     return None if x is None and y is None else f"{_num(x)} / {_num(y)}"
+
+
+def _pair_cpu(d: dict[str, Any], scenario: str) -> str | None:
+    h = (d.get("http") or {}).get(scenario) or {}
+    if h.get("app_cpu_ms") is None:
+        return None
+    return f"{h['app_cpu_ms']:.1f}+{h['db_cpu_ms']:.1f}"
 
 
 def _workers(d: dict[str, Any]) -> str | None:

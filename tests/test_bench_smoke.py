@@ -11,6 +11,8 @@ The timed runs themselves need PostgreSQL and gunicorn: ``python -m bench``.
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 from datetime import date
 
 import pytest
@@ -232,3 +234,49 @@ def test_failure_reasons_are_read_from_the_worker_log() -> None:
             "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"
         )
     }
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_wrk_status_script_sends_each_applicant_its_own_cookie() -> None:
+    """bench/http_wrk.py against a small server that answers 200 only when the request's
+    cookie belongs to the application in its path: every request passes; with the cookies
+    swapped, every one counts as an error."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.http_wrk import run_status
+
+    owners = {f"/applications/{i}": f"session=user{i}" for i in range(1, 6)}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            ok = owners.get(self.path) == self.headers.get("Cookie")
+            body = b"ok" if ok else b"not yours"
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        items = list(owners.items())
+        good = run_status(port, items, seconds=1, connections=4)
+        assert good["requests"] > 0 and good["errors"] == 0
+        assert 0 < good["p50_ms"] <= good["p95_ms"]
+        swapped = [
+            (path, cookie)
+            for (path, _), (_, cookie) in zip(items, items[1:] + items[:1], strict=True)
+        ]
+        bad = run_status(port, swapped, seconds=1, connections=4)
+        assert bad["requests"] > 0 and bad["errors"] == bad["requests"]
+        assert bad["error_kinds"] == ["not 200"]
+    finally:
+        server.shutdown()
+        server.server_close()
