@@ -14,3 +14,19 @@ def test_english_catalog_is_used(client):
     assert "Programs" in page and "政策一览" not in page
     page = client.get("/?lang=zh").get_data(as_text=True)
     assert "政策一览" in page
+
+
+def test_compiled_catalog_does_not_depend_on_when_it_was_compiled():
+    """The header carries fixed dates, so `make setup` rewrites the committed file with the
+    same bytes instead of leaving the checkout modified."""
+    from babel.messages.mofile import read_mo
+
+    from webapp.i18n import CATALOG_DATE, MO_FILE
+
+    compile_catalog()
+    first = MO_FILE.read_bytes()
+    compile_catalog()
+    assert MO_FILE.read_bytes() == first
+    with MO_FILE.open("rb") as fh:
+        header = read_mo(fh).mime_headers
+    assert ("POT-Creation-Date", CATALOG_DATE.strftime("%Y-%m-%d %H:%M+0000")) in header

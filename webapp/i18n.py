@@ -5,6 +5,7 @@ compiled to ``messages.mo`` by ``flask i18n compile`` (``make setup`` runs it)."
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -14,6 +15,7 @@ from babel.messages.mofile import write_mo
 TRANSLATIONS = Path(__file__).parent / "translations"
 SOURCES = TRANSLATIONS / "en"
 MO_FILE = SOURCES / "LC_MESSAGES" / "messages.mo"
+CATALOG_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 # _('...') / _("...") / gettext('...') / lazy_gettext('...') with a literal first argument.
 CJK = re.compile(r"[\u4e00-\u9fff]")
 MSGID = re.compile(r"""(?:\b_l?|\bgettext|\blazy_gettext|\bngettext)\(\s*(['"])(.+?)(?<!\\)\1""")
@@ -29,7 +31,11 @@ def english_mapping() -> dict[str, str]:
 
 
 def compile_catalog() -> int:
-    catalog = Catalog(locale="en", domain="messages")
+    # Fixed header dates: Babel stamps "now" into the catalog's header otherwise, so every
+    # `make setup` would write a different file and leave the checkout modified.
+    catalog = Catalog(
+        locale="en", domain="messages", creation_date=CATALOG_DATE, revision_date=CATALOG_DATE
+    )
     mapping = english_mapping()
     for zh, en in mapping.items():
         catalog.add(zh, en)
