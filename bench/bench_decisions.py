@@ -60,6 +60,7 @@ QUEUE = "documents"
 # The job id workflow.decisions.create_decision records for a decision's letter.
 JOB_ID = "render-decision-{}"
 TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")  # how an RQ worker's log lines begin
+FAILED_JOB = re.compile(r"job (\S+): exception raised")
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 SEED = 20260309
 TEXT_SAMPLE = 10  # PDFs per run whose text is extracted and checked
@@ -271,14 +272,16 @@ def failure_reasons(logs: str, job_ids: list[str]) -> dict[str, str]:
     """The exception of each failed attempt, from the workers' logs: RQ logs
     ``Worker <name>: job <id>: exception raised while executing (...)`` and the traceback,
     whose last line that starts with an exception's name is the reason."""
+    wanted = set(job_ids)
     reasons: dict[str, str] = {}
     lines = logs.splitlines()
     for n, line in enumerate(lines):
-        for job_id in job_ids:
-            if f"job {job_id}: exception raised" in line:
-                tail = itertools.takewhile(lambda x: not TIMESTAMP.match(x), lines[n + 1 :])
-                named = [x.strip() for x in tail if EXCEPTION.match(x.strip())]
-                reasons[job_id] = named[-1][:200] if named else "(no exception logged)"
+        failed = FAILED_JOB.search(line)
+        if failed is None or failed.group(1) not in wanted:
+            continue
+        tail = itertools.takewhile(lambda x: not TIMESTAMP.match(x), lines[n + 1 :])
+        named = [x.strip() for x in tail if EXCEPTION.match(x.strip())]
+        reasons[failed.group(1)] = named[-1][:200] if named else "(no exception logged)"
     return reasons
 
 
@@ -318,10 +321,13 @@ def check_pdfs(engine: Engine, storage: Path, ids: list[int], text_sample: int) 
     return problems
 
 
-def _log_workers(tmp: str, workers: int, log: Log) -> None:
-    for i in range(workers):
-        tail = (Path(tmp) / f"worker-{i}.log").read_text(errors="replace")[-4000:]
-        log(f"worker {i} log (end):\n{tail}")
+def _worker_logs(tmp: str, workers: int) -> list[str]:
+    return [(Path(tmp) / f"worker-{i}.log").read_text(errors="replace") for i in range(workers)]
+
+
+def _log_workers(logs: list[str], log: Log) -> None:
+    for i, content in enumerate(logs):
+        log(f"worker {i} log (end):\n{content[-4000:]}")
 
 
 def run_once(
@@ -352,15 +358,13 @@ def run_once(
             codes = stop_workers(procs)
             jobs = job_times(redis, ids)
             problems = check_pdfs(engine, storage, ids, TEXT_SAMPLE)
+            logs = _worker_logs(tmp, workers)
             if problems or jobs["unfinished"]:
-                _log_workers(tmp, workers, log)
-            logs = "\n".join(
-                (Path(tmp) / f"worker-{i}.log").read_text(errors="replace") for i in range(workers)
-            )
-            reasons = failure_reasons(logs, [JOB_ID.format(i) for i in jobs["retried"]])
+                _log_workers(logs, log)
+            reasons = failure_reasons("\n".join(logs), [JOB_ID.format(i) for i in jobs["retried"]])
         except BaseException:
             stop_workers(procs, timeout=10)
-            _log_workers(tmp, workers, log)
+            _log_workers(_worker_logs(tmp, workers), log)
             raise
         finally:
             redis.flushdb()

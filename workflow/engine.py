@@ -96,14 +96,9 @@ class CompiledDefinition:
             )
             by_trigger.setdefault(t.trigger, []).append(t)
         elsewhere = facts_used(program.model_dump_json(exclude={"transitions"}))
-        needs = {
-            s.name: elsewhere
-            | facts_used(
-                " ".join(g for t in program.transitions if s.name in t.source for g in t.guards)
-            )
-            for s in program.states
-        }
-        return cls(row_id, version, program, machine, by_trigger, needs, elsewhere)
+        comp = cls(row_id, version, program, machine, by_trigger, elsewhere=elsewhere)
+        comp.needs = {s.name: comp.needs_of(comp.transitions_from(s.name)) for s in program.states}
+        return comp
 
     def needs_in(self, state: str) -> frozenset[str]:
         return self.needs.get(state, ALL_FACTS)

@@ -35,22 +35,10 @@ from .models import Application, Organization, Review, User
 from .models.applications import OPEN_STAGES
 from .permissions import STAFF_ROLES
 
-# Stages in the order an application meets them (the counts bar follows it).
-STAGE_ORDER = (
-    "district",
-    "eligibility",
-    "supplement",
-    "expert",
-    "ranking",
-    "approval",
-    "notice",
-    "objection",
-    "decided",
-    "payment",
-    "closed",
-)
 # Stages after the decision: not work for a reviewer, listed when asked for.
 HISTORY_STAGES = ("decided", "payment", "closed")
+# Stages in the order an application meets them (the counts bar follows it).
+STAGE_ORDER = OPEN_STAGES + HISTORY_STAGES
 SORTS = {
     "submitted": Application.submitted_at,
     "deadline": Application.deadline_on,
