@@ -322,7 +322,7 @@ def build_world(session: Any, make: Factory, cert_form: dict[str, Any], app: Any
     key, _sha = storage.put(b"PK\x05\x06" + b"\x00" * 18, prefix="jobs")
     job = JobRecord(
         job_id=f"zip-call-{call_c.id}-1",
-        kind="zip",
+        kind="zip_decisions",  # batch_documents.ZIP_KIND
         owner_id=city.id,
         total=1,
         done=1,

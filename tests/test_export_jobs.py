@@ -135,6 +135,28 @@ def test_only_finance_staff_reach_the_export_page_the_job_and_its_file(
     assert len(audit_events(session, "batch.export_start")) == 1
 
 
+def test_the_generic_job_pages_serve_only_decision_letter_jobs(client, session, world, large):
+    """Not by the spelling of the id: an export job whose id the job pages would accept is
+    still not found there, even by its owner."""
+    from workflow.export_jobs import KIND
+
+    batch, _decisions = large
+    session.add(
+        JobRecord(
+            job_id="export-spelled-like-a-document-job",
+            kind=KIND,
+            owner_id=world.finance.id,
+            total=1,
+            status="done",
+            result_storage_key="exports/x.xlsx",
+        )
+    )
+    session.commit()
+    login(client, world.finance)
+    assert client.get("/jobs/export-spelled-like-a-document-job").status_code == 404
+    assert client.get("/jobs/export-spelled-like-a-document-job/download").status_code == 404
+
+
 def test_a_job_of_another_batch_or_format_is_not_found(client, session, world, large):
     batch, _decisions = large
     login(client, world.finance)

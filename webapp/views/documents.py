@@ -45,7 +45,7 @@ from workflow import batch_documents as batch
 from workflow.engine import compiled
 from workflow.models import Call, Decision, JobRecord
 from workflow.permissions import can_view_decision
-from workflow.storage import Storage, StorageError
+from workflow.storage import StorageError
 
 from ..access import login_required_mfa
 from ..extensions import db
@@ -79,10 +79,6 @@ JOB_STATUS_LABELS = {
 
 class ButtonForm(FlaskForm):
     """A button that posts: CSRF only."""
-
-
-def _storage() -> Storage:
-    return app_storage()
 
 
 def _label(labels: dict[str, dict[str, str]], key: str) -> str:
@@ -165,7 +161,7 @@ def calls():
 @login_required_mfa
 def call_documents(call_id: int):
     call = _load_call(call_id)
-    storage = _storage()
+    storage = app_storage()
     decisions = batch.call_decisions(db.session, call.id)
     program = compiled(db.session, call.definition_id).program
     return render_template(
@@ -187,7 +183,7 @@ def render_missing(call_id: int):
     if not ButtonForm().validate_on_submit():
         abort(400)
     try:
-        record = batch.start_render_batch(db.session, call, current_user, _storage())
+        record = batch.start_render_batch(db.session, call, current_user, app_storage())
     except batch.NothingToDo as exc:
         flash(exc.message(lang()), "info")
         return redirect(url_for("documents.call_documents", call_id=call.id))
@@ -217,7 +213,9 @@ def _load_job(job_id: str) -> JobRecord:
     if not JOB_ID.match(job_id):
         abort(404)
     record = db.session.scalar(select(JobRecord).where(JobRecord.job_id == job_id))
-    if record is None:
+    # Only the decision-letter jobs: other kinds (payment files) have their own pages and
+    # permissions, whatever their job ids look like.
+    if record is None or record.kind not in batch.KINDS:
         abort(404)
     return record
 
@@ -279,7 +277,7 @@ def download(job_id: str):
     if record.status != "done" or not record.result_storage_key:
         abort(404)
     try:  # streamed from either backend, never loaded whole (a call's zip can be large)
-        body = _storage().open(record.result_storage_key)
+        body = app_storage().open(record.result_storage_key)
     except (StorageError, OSError):
         abort(404)
     response = send_file(
