@@ -20,7 +20,6 @@ import csv
 import hashlib
 import io
 import re
-import traceback
 import zipfile
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +32,7 @@ from .audit import record_event
 from .decisions import render_decision
 from .domain import format_yuan
 from .errors import WorkflowError
+from .job_records import job_record, record_failure
 from .jobs import JobEnv, job
 from .models import Application, Call, Decision, JobRecord, User
 
@@ -197,25 +197,11 @@ def _start(session: Session, call: Call, user: User, kind: str, total: int) -> J
 # ---------------------------------------------------------------- jobs
 
 
-def _record(session: Session, job_id: str) -> JobRecord | None:
-    return session.scalar(select(JobRecord).where(JobRecord.job_id == job_id))
-
-
-def _fail(session: Session, job_id: str, exc: BaseException) -> None:
-    """Keep the failure on the progress row (the job's own transaction is gone)."""
-    session.rollback()
-    record = _record(session, job_id)
-    if record is not None:
-        record.status = "failed"
-        record.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
-        session.commit()
-
-
 @job("render_call_decisions")
 def render_call_decisions(env: JobEnv, call_id: int, job_id: str) -> int:
     """Render each missing PDF of the call, committing after each; returns how many."""
     session = env.session
-    record = _record(session, job_id)
+    record = job_record(session, job_id)
     if record is None or record.status == "done":
         return 0
     ids = missing_pdf_ids(session, env.storage, call_id)
@@ -231,14 +217,14 @@ def render_call_decisions(env: JobEnv, call_id: int, job_id: str) -> int:
     for decision_id in ids:
         try:
             render_decision(session, decision_id, env.storage, base_url)
-            record = _record(session, job_id)
+            record = job_record(session, job_id)
             record.done += 1
             session.commit()
         except Exception as exc:
-            _fail(session, job_id, exc)
+            record_failure(session, job_id, exc)
             raise
         rendered += 1
-    record = _record(session, job_id)
+    record = job_record(session, job_id)
     record.status = "done"
     session.commit()
     return rendered
@@ -251,7 +237,7 @@ def zip_call_decisions(env: JobEnv, call_id: int, job_id: str) -> str | None:
     A PDF that is missing is rendered first; one whose bytes no longer match the recorded
     sha256 fails the job (an archive must not silently carry a changed letter)."""
     session = env.session
-    record = _record(session, job_id)
+    record = job_record(session, job_id)
     if record is None:
         return None
     if (
@@ -268,9 +254,9 @@ def zip_call_decisions(env: JobEnv, call_id: int, job_id: str) -> str | None:
         data = _build_zip(session, env, job_id, [d.id for d in decisions], base_url)
         key, _digest = env.storage.put(data, prefix="exports")
     except Exception as exc:
-        _fail(session, job_id, exc)
+        record_failure(session, job_id, exc)
         raise
-    record = _record(session, job_id)
+    record = job_record(session, job_id)
     record.result_storage_key, record.status = key, "done"
     session.commit()
     return key
@@ -302,7 +288,7 @@ def _build_zip(
             stamp = decision.issued_at.astimezone(LOCAL).timetuple()[:6]
             archive.writestr(zipfile.ZipInfo(name, date_time=stamp), pdf)
             writer.writerow(manifest_row(decision, name))
-            record = _record(session, job_id)
+            record = job_record(session, job_id)
             record.done += 1
             session.commit()
         info = zipfile.ZipInfo("manifest.csv", date_time=(2020, 1, 1, 0, 0, 0))

@@ -56,21 +56,14 @@ def must_be_exportable(batch: DisbursementBatch) -> None:
         raise BatchStateError("只能导出已锁定的批次。", "Only a locked batch can be exported.")
 
 
-def export_jobs(session: Session, batch_id: int, fmt: str) -> list[JobRecord]:
-    """The batch's export jobs in ``fmt``, newest first."""
-    return list(
-        session.scalars(
-            select(JobRecord)
-            .where(JobRecord.job_id.like(_prefix(batch_id, fmt) + "%"))
-            .order_by(JobRecord.id.desc())
-            .limit(20)
-        )
-    )
-
-
 def latest_export(session: Session, batch_id: int, fmt: str) -> JobRecord | None:
-    jobs = export_jobs(session, batch_id, fmt)
-    return jobs[0] if jobs else None
+    """The batch's newest export job in ``fmt``, if any."""
+    return session.scalar(
+        select(JobRecord)
+        .where(JobRecord.job_id.like(_prefix(batch_id, fmt) + "%"))
+        .order_by(JobRecord.id.desc())
+        .limit(1)
+    )
 
 
 def export_job(session: Session, batch_id: int, fmt: str, job_id: str) -> JobRecord | None:

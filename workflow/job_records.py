@@ -1,7 +1,6 @@
 """Progress rows of long jobs (``JobRecord``, keyed by job id) that pages poll.
 
-Shared by the jobs that keep one (``workflow.export_jobs``; ``workflow.batch_documents``
-has the same two helpers of its own). A job commits its progress as it goes, so a
+Shared by the jobs that keep one (``workflow.export_jobs``, ``workflow.batch_documents``). A job commits its progress as it goes, so a
 failure is written in a transaction of its own, after the job's work is rolled back.
 """
 

@@ -428,12 +428,24 @@ def test_unknown_font_profile_is_refused() -> None:
         render_pdf("decision_approval.html", DECISION, font_profile="comic")  # type: ignore[arg-type]
 
 
-def test_a_worker_warm_up_renders_the_sample_letter() -> None:
-    """Workers render the sample before forking; it must stay a valid one-page letter."""
+def test_a_worker_warm_up_renders_the_sample_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers render the sample before forking (and only when asked); it must stay a
+    valid one-page letter."""
     from workflow.documents.samples import SAMPLE_LETTER
 
+    real = render_module.render_pdf
+    rendered: list[tuple[str, Any]] = []
+
+    def spy(template_name: str, data: Any, **kwargs: Any) -> bytes:
+        rendered.append((template_name, data))
+        return real(template_name, data, **kwargs)
+
+    monkeypatch.setattr(render_module, "render_pdf", spy)
+    render_module.warm_up()
+    assert rendered == []
     render_module.warm_up(render_sample=True)
-    pdf = render_module.render_pdf("decision_approval.html", SAMPLE_LETTER)
+    assert rendered == [("decision_approval.html", SAMPLE_LETTER)]
+    pdf = real("decision_approval.html", SAMPLE_LETTER)
     assert len(PdfReader(io.BytesIO(pdf)).pages) == 1
     text = compact(pypdf_text(pdf))
     assert compact(SAMPLE_LETTER["doc_number"]) in text

@@ -23,7 +23,6 @@ from workflow.engine import compiled
 from workflow.errors import TransitionNotAllowed, ValidationFailed
 from workflow.models import Application, PublicNotice
 from workflow.operations.notice import lodge_objection
-from workflow.storage import Storage
 
 from .. import hooks
 from ..extensions import db
@@ -137,7 +136,7 @@ def object_to(notice_id: int):
         if sniff_evidence(data[:16]) is None:
             form.evidence.errors = [_("证明材料须为PDF、PNG或JPEG文件。")]
             return _show(notice, form, 422)
-        evidence_key, _digest = _storage().put(data, prefix="objection")
+        evidence_key, _digest = app_storage().put(data, prefix="objection")
     app = db.get_or_404(Application, form.application_id.data)
     try:
         lodge_objection(
@@ -151,7 +150,7 @@ def object_to(notice_id: int):
         )
     except (ValidationFailed, TransitionNotAllowed) as exc:
         if evidence_key:
-            _storage().delete(evidence_key)
+            app_storage().delete(evidence_key)
         db.session.rollback()
         for key, messages in getattr(exc, "errors", {}).items():
             if key in OBJECTION_FIELDS:
@@ -160,10 +159,6 @@ def object_to(notice_id: int):
         return _show(db.get_or_404(PublicNotice, notice_id), form, exc.status)
     flash(_("异议已收到。我们将依法核查，并通过您留下的联系方式反馈结果。"), "success")
     return redirect(url_for("notices.show", notice_id=notice.id))
-
-
-def _storage() -> Storage:
-    return app_storage()
 
 
 def notice_document(notice: PublicNotice, rows: list[NoticeRow], base_url: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ from workflow.operations.attachments import (
     editable_materials,
 )
 from workflow.permissions import can_view_attachment, can_view_decision, roles_for
-from workflow.storage import Storage, StorageError
+from workflow.storage import StorageError
 
 from ..access import login_required_mfa
 from ..extensions import db
@@ -109,10 +109,6 @@ def _own_application(app_id: int) -> Application:
 
 def _user() -> User:
     return current_user._get_current_object()  # type: ignore[attr-defined]
-
-
-def _storage() -> Storage:
-    return app_storage()
 
 
 def _program(app: Application):
@@ -325,7 +321,7 @@ def materials(app_id: int):
                     kind,
                     file.filename,
                     file.read(),
-                    _storage(),
+                    app_storage(),
                     replace=replace,
                 )
             except ValidationFailed as exc:
@@ -380,7 +376,7 @@ def decision_pdf(decision_id: int):
 
 def _send(key: str, content_type: str, filename: str):
     try:
-        data = _storage().read(key)
+        data = app_storage().read(key)
     except (StorageError, OSError):
         abort(404)
     inline = content_type in INLINE_TYPES and request.args.get("download") != "1"

@@ -18,6 +18,7 @@ from ..engine import compiled, fire
 from ..errors import NotFound, PermissionDenied, TransitionNotAllowed, ValidationFailed
 from ..models import Application, Call, Objection, PublicNotice, User
 from ..permissions import SystemActor
+from ..queues import STAGE_ORDER
 
 
 def lodge_objection(
@@ -177,8 +178,9 @@ def close_notices(session: Session, today: date) -> int:
     return len(notices)
 
 
-# Stages an application can be in once it has been on a public notice.
-NOTICED_STAGES = frozenset({"notice", "objection", "decided", "payment", "closed"})
+# Stages an application can be in once it has been on a public notice: the notice and
+# every stage after it.
+NOTICED_STAGES = frozenset(STAGE_ORDER[STAGE_ORDER.index("notice") :])
 
 
 def notices_listing(session: Session, app: Application) -> list[PublicNotice]:
